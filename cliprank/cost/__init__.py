@@ -1,0 +1,1 @@
+"""Costs: analytic MACs of token schedules, fvcore counting, and the budget solver."""

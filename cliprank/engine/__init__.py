@@ -1,0 +1,11 @@
+"""The reduced vision forward: a plan of per-block operations applied to a token state."""
+
+from cliprank.engine.context import LayerContext, Trace
+from cliprank.engine.forward import ReducedVisual, embed, encode, pool, run_blocks
+from cliprank.engine.plan import CLS_ATTENTION, KEYS, VALUE_NORMS, LayerPlan, Op, Plan
+from cliprank.engine.state import FUSED, LEARNABLE, TokenState
+
+__all__ = [
+    "CLS_ATTENTION", "FUSED", "KEYS", "LEARNABLE", "VALUE_NORMS", "LayerContext", "LayerPlan", "Op", "Plan",
+    "ReducedVisual", "TokenState", "Trace", "embed", "encode", "pool", "run_blocks",
+]

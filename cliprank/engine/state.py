@@ -1,0 +1,138 @@
+"""The token state a reduced forward carries from block to block.
+
+Layout of `x` along the token axis: ``[CLS, body..., extras]``.
+- CLS is always token 0 and is never removed.
+- The body holds patch tokens, and tokens standing for several patches (merged by ToMe, fused by
+  EViT). Reduction methods act on the body only.
+- Extras are learnable tokens appended by `add-tokens`; they are protected like CLS.
+
+`size` counts how many original patches a token stands for (ToMe's weighted merges and proportional
+attention use it); `pos` records where a token came from (0 = CLS, 1..P = patch index + 1, FUSED or
+LEARNABLE otherwise) so rankings can be read back in original patch order. `valid` marks real tokens
+when images in one batch keep different numbers of tokens (input-adaptive methods); it is None for
+rectangular batches, which is the fast path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+FUSED = -1
+LEARNABLE = -2
+
+
+@dataclass
+class TokenState:
+    x: torch.Tensor  # (B, N, C)
+    size: torch.Tensor  # (B, N) float
+    pos: torch.Tensor  # (B, N) long
+    valid: torch.Tensor | None = None  # (B, N) bool, or None when every token is real
+    n_extra: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)  # batch facts ops may need (e.g. dataset indices)
+
+    @classmethod
+    def initial(cls, x: torch.Tensor, meta: dict[str, Any] | None = None) -> TokenState:
+        batch, tokens, _ = x.shape
+        pos = torch.arange(tokens, device=x.device).expand(batch, tokens)
+        size = torch.ones(batch, tokens, device=x.device, dtype=x.dtype)
+        return cls(x=x, size=size, pos=pos, meta=dict(meta or {}))
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def tokens(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def body_end(self) -> int:
+        return self.tokens - self.n_extra
+
+    @property
+    def body_count(self) -> int:
+        return self.body_end - 1
+
+    def counts(self) -> torch.Tensor:
+        """Real tokens per image (B,), CLS and extras included."""
+        if self.valid is None:
+            return torch.full((self.batch,), self.tokens, device=self.x.device)
+        return self.valid.sum(1)
+
+    def body(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[:, 1 : self.body_end]
+
+    def with_x(self, x: torch.Tensor) -> TokenState:
+        return replace(self, x=x)
+
+    def rebuild_body(
+        self,
+        x: torch.Tensor,
+        size: torch.Tensor,
+        pos: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> TokenState:
+        """A state whose body is replaced by the given tokens; CLS and extras are carried over."""
+        cls_slice = slice(0, 1)
+        tail = slice(self.body_end, self.tokens)
+
+        def join(head: torch.Tensor, middle: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+            return torch.cat([head, middle, end], dim=1)
+
+        new_valid = None
+        if valid is not None or self.valid is not None:
+            body_valid = valid if valid is not None else torch.ones_like(pos, dtype=torch.bool)
+            head_valid = torch.ones(self.batch, 1, dtype=torch.bool, device=pos.device)
+            tail_valid = torch.ones(self.batch, self.n_extra, dtype=torch.bool, device=pos.device)
+            new_valid = join(head_valid, body_valid, tail_valid)
+        return replace(
+            self,
+            x=join(self.x[:, cls_slice], x, self.x[:, tail]),
+            size=join(self.size[:, cls_slice], size, self.size[:, tail]),
+            pos=join(self.pos[:, cls_slice], pos, self.pos[:, tail]),
+            valid=new_valid,
+        )
+
+    def keep_body(self, index: torch.Tensor, valid: torch.Tensor | None = None) -> TokenState:
+        """Keep the body tokens at `index` (B, K) — positions within the body — in that order."""
+        body_x = self.body(self.x)
+        gathered_x = body_x.gather(1, index.unsqueeze(-1).expand(-1, -1, body_x.shape[-1]))
+        return self.rebuild_body(
+            gathered_x,
+            self.body(self.size).gather(1, index),
+            self.body(self.pos).gather(1, index),
+            valid,
+        )
+
+    def append_extras(self, tokens: torch.Tensor) -> TokenState:
+        """Append learnable tokens (n, C) to every image, after the existing extras."""
+        n = tokens.shape[0]
+        extra = tokens.to(self.x.dtype).unsqueeze(0).expand(self.batch, -1, -1)
+        pos = torch.full((self.batch, n), LEARNABLE, dtype=self.pos.dtype, device=self.pos.device)
+        valid = None
+        if self.valid is not None:
+            valid = torch.cat([self.valid, torch.ones_like(pos, dtype=torch.bool)], dim=1)
+        return replace(
+            self,
+            x=torch.cat([self.x, extra], dim=1),
+            size=torch.cat([self.size, torch.ones_like(pos, dtype=self.size.dtype)], dim=1),
+            pos=torch.cat([self.pos, pos], dim=1),
+            valid=valid,
+            n_extra=self.n_extra + n,
+        )
+
+    def drop_extras(self) -> TokenState:
+        if self.n_extra == 0:
+            return self
+        end = self.body_end
+        return replace(
+            self,
+            x=self.x[:, :end],
+            size=self.size[:, :end],
+            pos=self.pos[:, :end],
+            valid=None if self.valid is None else self.valid[:, :end],
+            n_extra=0,
+        )

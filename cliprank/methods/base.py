@@ -1,0 +1,165 @@
+"""What every token-reduction method is: declared knobs, a declared schedule, and a plan.
+
+A method is configured with validated parameters for one tower (`VisionArch`). From them it
+declares its token schedule (what its cost will be, before running anything) and builds the
+engine plan that executes it. The engine then records the executed schedule, and tests check the
+two agree. One parameter may be the method's *budget knob*: the budget solver moves it to meet a
+GMACs target.
+
+Methods never do I/O; what they need from outside (stored rankings, a trained predictor, learned
+tokens) arrives through `Resources`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Sequence
+
+from cliprank.cost.analytic import Schedule
+from cliprank.engine.plan import Plan
+from cliprank.errors import CliprankError
+from cliprank.models.arch import VisionArch
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared method parameter: how to coerce it, how to check it, what it means."""
+
+    name: str
+    default: Any
+    help: str
+    coerce: Callable[[Any], Any] = lambda value: value
+    check: Callable[[Any, VisionArch], str | None] = lambda value, arch: None  # error text or None
+
+
+@dataclass
+class Resources:
+    """Everything a method may need beyond its parameters, gathered by the command that runs it."""
+
+    rankings: Any = None  # cliprank.search.store.RankingLookup for `golden`
+    predictor: Any = None  # a loaded ranking predictor for `predictor`
+    tokens: Any = None  # learned tokens for `+tokens`
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str]  # citation of the method's paper
+    params: ClassVar[tuple[Param, ...]] = ()
+    knob: ClassVar[str | None] = None  # the parameter the budget solver sets
+    adaptive: ClassVar[bool] = False  # input-adaptive: the declared schedule is an upper bound
+    produces_ranking: ClassVar[bool] = False  # records a per-patch ranking (judged against golden)
+    label: ClassVar[str] = ""  # e.g. "oracle" for golden
+
+    def __init__(self, arch: VisionArch, resources: Resources | None = None, **values: Any):
+        self.arch = arch
+        self.resources = resources or Resources()
+        declared = {param.name: param for param in self.params}
+        unknown = set(values) - set(declared)
+        if unknown:
+            valid = ", ".join(declared) or "none"
+            raise CliprankError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; valid: {valid}")
+        self.values: dict[str, Any] = {}
+        for param in self.params:
+            raw = values.get(param.name, param.default)
+            try:
+                value = param.coerce(raw) if raw is not None else None
+            except (TypeError, ValueError) as err:
+                raise CliprankError(f"{self.name}: {param.name}={raw!r} is invalid ({err}); {param.help}") from err
+            problem = param.check(value, arch)
+            if problem:
+                raise CliprankError(f"{self.name}: {param.name}={raw!r} {problem}")
+            self.values[param.name] = value
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-parameter checks; raise CliprankError."""
+
+    def __getattr__(self, item: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if item in values:
+            return values[item]
+        raise AttributeError(item)
+
+    @abstractmethod
+    def schedule(self) -> Schedule:
+        """Declared tokens per block (an upper bound for adaptive methods), with overhead MACs."""
+
+    @abstractmethod
+    def plan(self) -> Plan:
+        """The engine plan that executes this setting."""
+
+    @classmethod
+    def knob_candidates(cls, arch: VisionArch, values: dict[str, Any]) -> Sequence[Any]:
+        """Settings of the budget knob to try, any order; the solver keeps the costliest within budget."""
+        return ()
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    def with_values(self, **changes: Any) -> Method:
+        return type(self)(self.arch, self.resources, **{**self.values, **changes})
+
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type[Method]:
+    import cliprank.methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in REGISTRY:
+        raise CliprankError(f"unknown method '{name}'; available: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+# ----- reusable coercions and checks -----
+
+def fraction(value: Any, arch: VisionArch) -> str | None:
+    return None if 0 < value <= 1 else "must be in (0, 1]"
+
+
+def block_index(value: Any, arch: VisionArch) -> str | None:
+    if value is None:
+        return None
+    return None if 0 <= value < arch.depth else f"must be a block index in 0..{arch.depth - 1}"
+
+
+def block_list(value: Any, arch: VisionArch) -> str | None:
+    if not value:
+        return "must list at least one block"
+    bad = [b for b in value if not 0 <= b < arch.depth]
+    if bad:
+        return f"has blocks outside 0..{arch.depth - 1}: {bad}"
+    if list(value) != sorted(set(value)):
+        return "must list distinct blocks in increasing order"
+    return None
+
+
+def int_tuple(value: Any) -> tuple[int, ...]:
+    if isinstance(value, (int, float)):
+        return (int(value),)
+    if isinstance(value, str):
+        value = [v for v in value.replace("/", " ").replace(",", " ").split() if v]
+    return tuple(int(v) for v in value)
+
+
+def non_negative_int(value: Any, arch: VisionArch) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def as_int(value: Any) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("expected an integer")
+    return int(value)
+
+
+def default_blocks(arch: VisionArch, quarters: Iterable[int] = (1, 2, 3)) -> tuple[int, ...]:
+    """EViT's (3, 6, 9) of a 12-block ViT, scaled to this depth."""
+    return tuple(sorted({max(1, arch.depth * q // 4) for q in quarters}))

@@ -1,0 +1,75 @@
+"""`topk`: keep the patches the class token attends to most — training-free attentive pruning.
+
+At each listed block, between attention and MLP, the body tokens are ranked by the head-averaged
+attention of the class token and the top `keep` fraction of the *current* body is kept (so keep
+compounds over several blocks, as in EViT); the rest are dropped, not fused. This is EViT's
+selection rule without its fused token (Liang et al., "Not All Patches are What You Need:
+Expediting Vision Transformers via Token Reorganizations", ICLR 2022), the usual "Top-K" baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from cliprank.cost.analytic import Schedule
+from cliprank.engine.plan import CLS_ATTENTION, Plan
+from cliprank.errors import CliprankError
+from cliprank.methods.base import Method, Param, block_list, fraction, int_tuple, register
+from cliprank.methods.ops import cls_attention_scores, keep_top
+from cliprank.methods.prune_at import DEFAULT_BLOCK
+from cliprank.models.arch import VisionArch
+
+
+def kept_after(keep: float, body: int) -> int:
+    return max(1, math.ceil(keep * body - 1e-9))
+
+
+@register
+class TopK(Method):
+    name = "topk"
+    summary = "keep the patches with the highest CLS attention (no fusion)"
+    paper = "Liang et al., Not All Patches are What You Need (EViT), ICLR 2022 — selection without fusion"
+    knob = "keep"
+    produces_ranking = True
+    params = (
+        Param("keep", None, "fraction of the current body kept at each block, in (0, 1]", float,
+              lambda v, a: None if v is None else fraction(v, a)),
+        Param("blocks", None, "blocks after whose attention tokens are dropped (default: 3)", int_tuple,
+              lambda v, a: None if v is None else block_list(v, a)),
+    )
+
+    def validate(self) -> None:
+        if self.values["keep"] is None:
+            raise CliprankError("topk: set keep=FRACTION or pass --budget")
+        if self.values["blocks"] is None:
+            self.values["blocks"] = (min(DEFAULT_BLOCK, self.arch.depth - 1),)
+
+    def body_counts(self) -> list[tuple[int, int]]:
+        """(body entering attention, body entering MLP) per block."""
+        body, counts = self.arch.patches, []
+        for index in range(self.arch.depth):
+            after = kept_after(self.keep, body) if index in self.blocks else body
+            counts.append((body, after))
+            body = after
+        return counts
+
+    def schedule(self) -> Schedule:
+        counts = self.body_counts()
+        overhead = sum((1 + a) * self.arch.width for i, (a, _) in enumerate(counts) if i in self.blocks)
+        return Schedule(
+            tuple(float(1 + a) for a, _ in counts), tuple(float(1 + m) for _, m in counts), overhead=overhead
+        )
+
+    def plan(self) -> Plan:
+        keep = self.keep
+        op = keep_top(lambda body: kept_after(keep, body), cls_attention_scores)
+        return Plan.build(
+            self.arch.depth,
+            after_attention={b: [op] for b in self.blocks},
+            needs={b: [CLS_ATTENTION] for b in self.blocks},
+        )
+
+    @classmethod
+    def knob_candidates(cls, arch: VisionArch, values: dict[str, Any]) -> Sequence[Any]:
+        return [k / arch.patches for k in range(1, arch.patches + 1)]

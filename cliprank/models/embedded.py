@@ -1,0 +1,34 @@
+"""The embedded default model: `cliprank-tiny`, a small CLIP trained by `train_embedded.py`.
+
+Its config is registered with open_clip like any other model and its weights load through the same
+checkpoint path as any open_clip checkpoint; only the file location is cliprank's.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import open_clip
+
+from cliprank.errors import CliprankError
+
+MODEL_NAME = "cliprank-tiny"
+TAG = "embedded"
+ASSETS = Path(__file__).parent / "assets"
+
+
+@functools.lru_cache(maxsize=None)
+def register() -> None:
+    """Make open_clip aware of the embedded config (idempotent)."""
+    open_clip.add_model_config(ASSETS / f"{MODEL_NAME}.json")
+
+
+def weights_path() -> Path:
+    path = ASSETS / f"{MODEL_NAME}.safetensors"
+    if not path.is_file():
+        raise CliprankError(
+            f"the embedded weights {path.name} are missing from the installed package; reinstall cliprank "
+            "or rebuild them with `python -m cliprank.models.train_embedded`"
+        )
+    return path

@@ -1,0 +1,288 @@
+"""One entry point that loads any supported open_clip ViT, from any source, or fails in one clear line.
+
+Sources (`pretrained`):
+- a tag open_clip knows (`openai`, `laion2b_s34b_b88k`, ...): downloaded by open_clip when online,
+  read from its cache otherwise;
+- a local checkpoint file (.pt / .bin / .pth / .safetensors, or an OpenAI TorchScript archive);
+- `embedded`: the small model shipped with cliprank (see `cliprank.models.embedded`);
+- `none`: random initialisation (seeded), for cost measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import logging
+import os
+import socket
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import open_clip
+import torch
+
+from cliprank.errors import CliprankError
+from cliprank.models import embedded
+from cliprank.models.arch import VisionArch, describe
+from cliprank.models.fingerprint import fingerprint_model
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+RANDOM_INIT = "none"
+
+
+@dataclass
+class LoadedModel:
+    """A CLIP model ready for cliprank: the model, its preprocessing, tokenizer and identity."""
+
+    name: str
+    pretrained: str
+    model: torch.nn.Module
+    preprocess: Callable
+    tokenizer: Callable
+    arch: VisionArch
+    fingerprint: str
+    quick_gelu: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def visual(self) -> torch.nn.Module:
+        return self.model.visual
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{Path(self.pretrained).name if self._is_path else self.pretrained}"
+
+    @property
+    def _is_path(self) -> bool:
+        return self.pretrained not in (RANDOM_INIT, embedded.TAG) and looks_like_path(self.pretrained)
+
+
+def looks_like_path(value: str) -> bool:
+    return value.endswith(CHECKPOINT_SUFFIXES) or os.sep in value or Path(value).exists()
+
+
+def known_models() -> list[str]:
+    embedded.register()
+    return open_clip.list_models()
+
+
+def check_model_name(name: str) -> dict[str, Any]:
+    """The model's config, or an error naming close matches; refuses non-ViT towers before building."""
+    embedded.register()
+    config = open_clip.get_model_config(name)
+    if config is None:
+        close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise CliprankError(f"unknown model '{name}'; {hint}run `cliprank models` to list the supported ones")
+    vision = config.get("vision_cfg", {})
+    if "timm_model_name" in vision:
+        raise CliprankError(
+            f"model '{name}' has a timm vision tower ({vision['timm_model_name']}) without open_clip's class "
+            "token; cliprank supports open_clip ViTs such as ViT-B-32, ViT-B-16, ViT-L-14 and cliprank-tiny"
+        )
+    if "layers" in vision and not isinstance(vision["layers"], int):
+        raise CliprankError(f"model '{name}' has a ResNet vision tower; cliprank prunes ViT patch tokens only")
+    if config.get("multimodal_cfg") or vision.get("attentional_pool"):
+        raise CliprankError(f"model '{name}' uses attentional pooling (CoCa); use a plain CLIP ViT")
+    return config
+
+
+def _offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return True
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=3):
+            return False
+    except OSError:
+        return True
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _sidecar_quick_gelu(path: Path) -> bool | None:
+    sidecar = path.parent / "open_clip_config.json"
+    if not sidecar.is_file():
+        return None
+    import json
+
+    try:
+        return bool(json.loads(sidecar.read_text())["model_cfg"].get("quick_gelu", False))
+    except (ValueError, KeyError):
+        return None
+
+
+def _checkpoint_wants_quick_gelu(name: str, path: Path) -> tuple[bool, str | None]:
+    """OpenAI weights were trained with QuickGELU; a path does not say so to open_clip. Decide and explain."""
+    if name.endswith("-quickgelu"):
+        return False, None
+    sidecar = _sidecar_quick_gelu(path)
+    if sidecar is not None:
+        return sidecar, "QuickGELU set from open_clip_config.json beside the checkpoint" if sidecar else None
+    if _is_torchscript(path):
+        return True, "OpenAI TorchScript checkpoint: using QuickGELU (pass --no-quick-gelu to override)"
+    if "openai" in str(path).lower():
+        return True, "checkpoint path names OpenAI weights: using QuickGELU (pass --no-quick-gelu to override)"
+    return False, None
+
+
+def _torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    scripted = torch.jit.load(str(path), map_location="cpu")
+    return {key: value for key, value in scripted.state_dict().items()}
+
+
+def _load_local(name: str, path: Path, quick_gelu: bool) -> torch.nn.Module:
+    if not path.is_file():
+        raise CliprankError(f"checkpoint not found: {path}; pass an existing .pt/.bin/.safetensors file")
+    try:
+        if _is_torchscript(path):
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
+            state = _torchscript_state_dict(path)
+            from open_clip.model import build_model_from_openai_state_dict
+
+            converted = build_model_from_openai_state_dict(state, quick_gelu=quick_gelu)
+            model.load_state_dict(converted.state_dict())
+        else:
+            model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick_gelu, device="cpu")
+    except CliprankError:
+        raise
+    except RuntimeError as err:
+        text = str(err).splitlines()[0]
+        if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err):
+            raise CliprankError(
+                f"checkpoint {path} does not fit model '{name}' ({text[:160]}); pass the model name it was trained as"
+            ) from err
+        raise CliprankError(f"checkpoint {path} is corrupt or unreadable ({text[:160]}); re-download it") from err
+    except Exception as err:  # safetensors, pickle and zip errors have no common base class
+        raise CliprankError(
+            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {str(err)[:120]}); re-download it"
+        ) from err
+    return model
+
+
+def _load_tag(name: str, tag: str, quick_gelu: bool) -> torch.nn.Module:
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if tag not in tags:
+        listed = ", ".join(tags) if tags else "none"
+        raise CliprankError(
+            f"'{tag}' is neither a pretrained tag of {name} (known: {listed}) nor an existing checkpoint file; "
+            "pass a tag, a checkpoint path, 'embedded' or 'none'"
+        )
+    offline = _offline()
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # fail in seconds from the cache instead of retrying downloads
+    try:
+        with _quiet():
+            return open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu, device="cpu")
+    except Exception as err:
+        if offline:
+            raise CliprankError(
+                f"weights {name}/{tag} are not in the local cache and the hub is unreachable (offline); download "
+                "them on a connected machine (they land in ~/.cache/huggingface) or pass --pretrained PATH"
+            ) from err
+        raise CliprankError(f"could not download weights {name}/{tag}: {str(err)[:160]}") from err
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+@contextlib.contextmanager
+def _quiet():
+    """open_clip logs and warns freely; cliprank reports what matters itself."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def build_preprocess(visual: torch.nn.Module) -> Callable:
+    """open_clip's evaluation transform for this tower (its recorded mean/std/interpolation when known)."""
+    config = dict(getattr(visual, "preprocess_cfg", None) or {})
+    return open_clip.image_transform(
+        config.get("size", visual.image_size),
+        is_train=False,
+        mean=config.get("mean"),
+        std=config.get("std"),
+        interpolation=config.get("interpolation"),
+        resize_mode=config.get("resize_mode"),
+    )
+
+
+def load_model(
+    name: str = embedded.MODEL_NAME,
+    pretrained: str = embedded.TAG,
+    device: str = "cpu",
+    quick_gelu: bool | None = None,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load `name` with weights from `pretrained` and check the engine can reduce its vision tower.
+
+    `quick_gelu=None` decides automatically (tags: open_clip's own record; paths: see
+    `_checkpoint_wants_quick_gelu`); True/False force it.
+    """
+    config = check_model_name(name)
+    notes: list[str] = []
+    if pretrained == embedded.TAG:
+        if name != embedded.MODEL_NAME:
+            raise CliprankError(f"'embedded' weights exist only for {embedded.MODEL_NAME}; pass a tag or a checkpoint")
+        path = embedded.weights_path()
+        with _quiet():
+            model = _load_local(name, path, bool(quick_gelu))
+        use_quick_gelu = bool(quick_gelu)
+    elif pretrained == RANDOM_INIT:
+        use_quick_gelu = bool(quick_gelu) or bool(config.get("quick_gelu", False))
+        torch.manual_seed(seed)
+        with _quiet():
+            model = open_clip.create_model(name, pretrained=None, force_quick_gelu=use_quick_gelu, device="cpu")
+    elif looks_like_path(pretrained):
+        path = Path(pretrained).expanduser()
+        if quick_gelu is None:
+            use_quick_gelu, note = _checkpoint_wants_quick_gelu(name, path) if path.is_file() else (False, None)
+            if note:
+                notes.append(note)
+        else:
+            use_quick_gelu = quick_gelu
+        with _quiet():
+            model = _load_local(name, path, use_quick_gelu)
+    else:
+        tag_config = open_clip.get_pretrained_cfg(name, pretrained) or {}
+        use_quick_gelu = tag_config.get("quick_gelu", False) if quick_gelu is None else quick_gelu
+        model = _load_tag(name, pretrained, bool(use_quick_gelu) and not name.endswith("-quickgelu"))
+        use_quick_gelu = use_quick_gelu or name.endswith("-quickgelu")
+
+    arch = describe(model.visual)
+    model = model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    preprocess = build_preprocess(model.visual)
+    return LoadedModel(
+        name=name,
+        pretrained=pretrained,
+        model=model,
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(name),
+        arch=arch,
+        fingerprint=fingerprint_model(model, name),
+        quick_gelu=bool(use_quick_gelu) or bool(config.get("quick_gelu", False)),
+        notes=tuple(notes),
+    )
