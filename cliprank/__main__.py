@@ -1,0 +1,3 @@
+from cliprank.cli import main
+
+main()
