@@ -37,7 +37,7 @@ class Param:
 class Resources:
     """Everything a method may need beyond its parameters, gathered by the command that runs it."""
 
-    rankings: Any = None  # cliprank.search.store.RankingLookup for `golden`
+    rankings: Any = None  # cliprank.search.store.RankingIndex for `golden` and ranking agreement
     predictor: Any = None  # a loaded ranking predictor for `predictor`
     tokens: Any = None  # learned tokens for `+tokens`
     extra: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +52,7 @@ class Method(ABC):
     adaptive: ClassVar[bool] = False  # input-adaptive: the declared schedule is an upper bound
     produces_ranking: ClassVar[bool] = False  # records a per-patch ranking (judged against golden)
     label: ClassVar[str] = ""  # e.g. "oracle" for golden
+    requires: ClassVar[tuple[str, ...]] = ()  # Resources fields it needs: "rankings", "predictor", "tokens"
 
     def __init__(self, arch: VisionArch, resources: Resources | None = None, **values: Any):
         self.arch = arch
@@ -112,8 +113,12 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def method_class(name: str) -> type[Method]:
+    """The class registered as `name`; `NAME+tokens` is NAME followed by learned tokens."""
     import cliprank.methods  # noqa: F401  (registers the built-in methods)
+    from cliprank.methods.with_tokens import SUFFIX, with_tokens
 
+    if name.endswith(SUFFIX) and name[: -len(SUFFIX)] in REGISTRY:
+        return with_tokens(REGISTRY[name[: -len(SUFFIX)]])
     if name not in REGISTRY:
         raise CliprankError(f"unknown method '{name}'; available: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
@@ -158,6 +163,20 @@ def as_int(value: Any) -> int:
     if isinstance(value, float) and not value.is_integer():
         raise ValueError("expected an integer")
     return int(value)
+
+
+def as_bool(value: Any) -> bool:
+    """A switch given as a bool, 0/1, or text (true/false, yes/no, on/off) from the CLI or a recipe."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise ValueError("expected true or false")
 
 
 def default_blocks(arch: VisionArch, quarters: Iterable[int] = (1, 2, 3)) -> tuple[int, ...]:

@@ -1,0 +1,175 @@
+"""`ats`: Adaptive Token Sampling — keep the tokens hit by inverse-CDF sampling of their significance.
+
+Fayyaz, Koohpayegani, Jafari, Sengupta, Joze, Sommerlade, Pirsiavash, Gall, "Adaptive Token Sampling
+for Efficient Vision Transformers", ECCV 2022. Used training-free, as the paper allows.
+
+At each of `blocks` (default: block 3 only), between attention and MLP, each body token j gets a
+significance s_j = (Σ_h A_h[cls, j]) · ‖v_j‖ — the class token's attention summed over heads times
+the norm of the token's value vector — normalised to sum 1. Sorted ascending, the scores form a
+cumulative distribution, min-max normalised to [0, 1] as in the authors' code. K − 1 evenly spaced
+points from its smallest non-zero value up to 1 are each mapped to the token whose normalised CDF
+value is nearest (the official rule; deterministic at inference); tokens hit more than once count
+once. So at most K − 1 body tokens survive, and fewer when the significance is concentrated: the
+kept count is input-adaptive.
+
+Knob: `K`, the paper's K — the most tokens that leave a stage, the class token included (extra
+tokens are protected and not counted): K − 1 points are sampled over the body. Like the authors'
+code, sampling happens even when K − 1 is not below the current body, so deduplication alone
+prunes. The declared schedule is the bound min(K − 1, body); executed per-image counts come from
+the Trace. Images that keep different counts are padded to the batch maximum and marked in
+`TokenState.valid`; a later stage samples only among valid tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from cliprank.cost.analytic import Schedule
+from cliprank.engine.context import LayerContext
+from cliprank.engine.plan import CLS_ATTENTION, VALUE_NORMS, Plan
+from cliprank.engine.state import TokenState
+from cliprank.errors import CliprankError
+from cliprank.methods.base import Method, Param, as_int, block_list, int_tuple, register
+from cliprank.methods.prune_at import DEFAULT_BLOCK
+from cliprank.models.arch import VisionArch
+
+
+def body_valid(state: TokenState) -> torch.Tensor:
+    """(B, body) bool: real body tokens (all of them on a rectangular batch)."""
+    if state.valid is None:
+        return torch.ones(state.batch, state.body_count, dtype=torch.bool, device=state.x.device)
+    return state.body(state.valid)
+
+
+def significance(state: TokenState, context: LayerContext) -> torch.Tensor:
+    """ATS's significance of each body token (B, body), normalised to sum 1; 0 for padding."""
+    if context.cls_attention is None or context.value_norms is None:
+        raise RuntimeError("ats needs the block's CLS attention and value norms; declare them in the plan's needs")
+    raw = state.body(context.cls_attention.sum(dim=1) * context.value_norms).float()
+    raw = raw.masked_fill(~body_valid(state), 0.0)
+    return raw / raw.sum(dim=1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)
+
+
+def sample_tokens(scores: torch.Tensor, valid: torch.Tensor, samples: int) -> torch.Tensor:
+    """Tokens (B, T) bool hit by `samples` evenly spaced points on the inverse of the scores' CDF.
+
+    `scores` (B, T) are non-negative, `valid` (B, T) marks the tokens that may be chosen; invalid ones
+    take no part in the distribution and are never chosen.
+    """
+    inf = torch.tensor(float("inf"), device=scores.device)
+    ranked, order = scores.masked_fill(~valid, float("-inf")).sort(dim=1)  # padding first, then ascending
+    valid_sorted = valid.gather(1, order)
+    cdf = ranked.masked_fill(~valid_sorted, 0.0).cumsum(dim=1)
+    low = torch.where(valid_sorted, cdf, inf).min(dim=1, keepdim=True).values
+    high = cdf[:, -1:]
+    normalized = (cdf - low) / (high - low).clamp_min(torch.finfo(cdf.dtype).tiny)
+    start = torch.where(valid_sorted & (normalized > 0), normalized, inf).min(dim=1, keepdim=True).values
+    start = torch.where(start.isinf(), torch.zeros_like(start), start)
+    steps = torch.linspace(1.0, 0.0, samples, device=scores.device, dtype=cdf.dtype)  # [1.] when samples == 1
+    points = start + (1.0 - start) * steps  # (B, samples), from 1 down to the smallest non-zero CDF value
+    # the nearest CDF value to each point: its sorted neighbours on either side (padding sits at -inf)
+    normalized = normalized.masked_fill(~valid_sorted, float("-inf")).contiguous()
+    above = torch.searchsorted(normalized, points.contiguous()).clamp(max=normalized.shape[1] - 1)
+    below = (above - 1).clamp(min=0)
+    gap_above = (normalized.gather(1, above) - points).abs()
+    gap_below = (points - normalized.gather(1, below)).abs()
+    nearest = torch.where(gap_below <= gap_above, below, above)
+    hit = order.gather(1, nearest)  # body positions of the tokens hit
+    return torch.zeros_like(valid).scatter(1, hit, torch.ones_like(hit, dtype=torch.bool)) & valid
+
+
+def compact(state: TokenState, chosen: torch.Tensor) -> TokenState:
+    """Keep the chosen body tokens (in original order), padding images to the batch's largest count."""
+    counts = chosen.sum(dim=1)
+    width = int(counts.max())
+    positions = torch.arange(chosen.shape[1], device=chosen.device)
+    index = torch.where(chosen, positions, positions + chosen.shape[1]).argsort(dim=1)[:, :width]
+    valid = torch.arange(width, device=chosen.device).unsqueeze(0) < counts.unsqueeze(1)
+    if bool(valid.all()):
+        reduced = state.keep_body(index)
+        return reduced if reduced.valid is None else replace(reduced, valid=None)
+    return state.keep_body(index, valid)
+
+
+def ats_op(k: int):
+    """The stage operation: score, sample K − 1 points, keep the tokens hit (needs CLS_ATTENTION, VALUE_NORMS)."""
+
+    def op(state: TokenState, context: LayerContext) -> TokenState:
+        scores = significance(state, context)
+        context.trace.record_patch_scores(state, scores, context.patches)
+        valid = body_valid(state)
+        return compact(state, sample_tokens(scores, valid, min(k - 1, state.body_count)))
+
+    return op
+
+
+def check_k(value: int | None, arch: VisionArch) -> str | None:
+    if value is None or value >= 2:
+        return None
+    return "must be >= 2 (tokens kept per stage, class token included)"
+
+
+@register
+class ATS(Method):
+    name = "ats"
+    summary = "keep the tokens hit by inverse-CDF sampling of attention × value-norm significance (adaptive)"
+    paper = "Fayyaz et al., Adaptive Token Sampling for Efficient Vision Transformers, ECCV 2022"
+    knob = "K"
+    adaptive = True
+    produces_ranking = True
+    params = (
+        Param(
+            "K",
+            None,
+            "most tokens kept at each stage, class token included (K - 1 body samples), >= 2",
+            as_int,
+            check_k,
+        ),
+        Param(
+            "blocks",
+            None,
+            "blocks after whose attention tokens are sampled (default: 3)",
+            int_tuple,
+            lambda v, a: None if v is None else block_list(v, a),
+        ),
+    )
+
+    def validate(self) -> None:
+        if self.values["K"] is None:
+            raise CliprankError("ats: set K=INT (tokens kept, class token included) or pass --budget")
+        if self.values["blocks"] is None:
+            self.values["blocks"] = (min(DEFAULT_BLOCK, self.arch.depth - 1),)
+
+    def body_bounds(self) -> list[tuple[int, int]]:
+        """Most body tokens entering each block's attention and MLP."""
+        body, bounds = self.arch.patches, []
+        for index in range(self.arch.depth):
+            after = min(self.values["K"] - 1, body) if index in self.values["blocks"] else body
+            bounds.append((body, after))
+            body = after
+        return bounds
+
+    def schedule(self) -> Schedule:
+        bounds = self.body_bounds()
+        # per stage: the class token's attention row and the value norms, N·C each
+        overhead = sum(2 * (1 + a) * self.arch.width for i, (a, _) in enumerate(bounds) if i in self.values["blocks"])
+        return Schedule(
+            tuple(float(1 + a) for a, _ in bounds), tuple(float(1 + m) for _, m in bounds), overhead=float(overhead)
+        )
+
+    def plan(self) -> Plan:
+        op = ats_op(self.values["K"])
+        blocks = self.values["blocks"]
+        return Plan.build(
+            self.arch.depth,
+            after_attention={b: [op] for b in blocks},
+            needs={b: [CLS_ATTENTION, VALUE_NORMS] for b in blocks},
+        )
+
+    @classmethod
+    def knob_candidates(cls, arch: VisionArch, values: dict[str, Any]) -> Sequence[Any]:
+        return list(range(2, arch.tokens + 1))

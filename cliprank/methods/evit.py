@@ -1,0 +1,153 @@
+"""`evit`: keep the attentive tokens, fuse the inattentive ones into one — EViT's token reorganisation.
+
+Liang, Ge, Tong, Song, Wang, Xie, "Not All Patches are What You Need: Expediting Vision Transformers
+via Token Reorganizations", ICLR 2022.
+
+At each of `blocks` (default: blocks 3, 6, 9 of a 12-block tower, scaled to other depths),
+between attention and MLP, the body tokens are ranked by the class token's attention averaged over
+heads. The top ``ceil(keep·body)`` of the *current* body stay, so `keep` compounds over locations
+(0.7 at three locations leaves about 0.7³ of the patches). The others are not thrown away: they
+become one fused token, their sum weighted by their class-token attention as it is (not
+renormalised), appended to the body. The MLP and every later block run on the reduced set, and a
+fused token is an ordinary body token at the next location. Training-free as used here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from cliprank.cost.analytic import Schedule
+from cliprank.engine.context import LayerContext
+from cliprank.engine.plan import CLS_ATTENTION, Plan
+from cliprank.engine.state import FUSED, TokenState
+from cliprank.errors import CliprankError
+from cliprank.methods.base import (
+    Method,
+    Param,
+    as_bool,
+    block_list,
+    default_blocks,
+    fraction,
+    int_tuple,
+    register,
+)
+from cliprank.methods.ops import cls_attention_scores
+from cliprank.methods.topk import kept_after
+from cliprank.models.arch import VisionArch
+
+KNOB_STEPS = 1000  # keep is solved on a grid of 1/1000
+
+
+def reorganize(state: TokenState, scores: torch.Tensor, kept: int, fuse: bool) -> TokenState:
+    """Keep the `kept` body tokens with the highest `scores` (in their original order); fuse the rest.
+
+    The fused token is Σ score·x over the dropped tokens, with the scores as given (EViT does not
+    renormalise them); its size is the sum of theirs and its pos is FUSED.
+    """
+    if kept >= state.body_count:
+        return state
+    order = scores.argsort(dim=1, descending=True)
+    top = order[:, :kept].sort(dim=1).values
+    if not fuse:
+        return state.keep_body(top)
+    rest = order[:, kept:]
+    body_x = state.body(state.x)
+    channels = body_x.shape[-1]
+    dropped = body_x.gather(1, rest.unsqueeze(-1).expand(-1, -1, channels))
+    weights = scores.gather(1, rest).to(body_x.dtype)
+    fused = weights.unsqueeze(1) @ dropped  # (B, 1, C): a batched matmul, as FLOP counters expect
+    fused_size = state.body(state.size).gather(1, rest).sum(dim=1, keepdim=True)
+    fused_pos = torch.full_like(fused_size, FUSED, dtype=state.pos.dtype)
+    kept_x = body_x.gather(1, top.unsqueeze(-1).expand(-1, -1, channels))
+    return state.rebuild_body(
+        torch.cat([kept_x, fused], dim=1),
+        torch.cat([state.body(state.size).gather(1, top), fused_size], dim=1),
+        torch.cat([state.body(state.pos).gather(1, top), fused_pos], dim=1),
+    )
+
+
+def evit_op(keep: float, fuse: bool):
+    """The location operation: rank by head-mean CLS attention, keep, fuse (needs CLS_ATTENTION)."""
+
+    def op(state: TokenState, context: LayerContext) -> TokenState:
+        if state.valid is not None:
+            raise RuntimeError("evit reduces rectangular batches only; it cannot follow an input-adaptive method")
+        scores = cls_attention_scores(state, context)
+        context.trace.record_patch_scores(state, scores, context.patches)
+        return reorganize(state, scores, kept_after(keep, state.body_count), fuse)
+
+    return op
+
+
+@register
+class EViT(Method):
+    name = "evit"
+    summary = "keep the patches with the highest CLS attention, fuse the rest into one token"
+    paper = (
+        "Liang et al., Not All Patches are What You Need: Expediting Vision Transformers via Token "
+        "Reorganizations, ICLR 2022"
+    )
+    knob = "keep"
+    produces_ranking = True
+    params = (
+        Param(
+            "keep",
+            None,
+            "fraction of the current body kept at each location, in (0, 1]",
+            float,
+            lambda v, a: None if v is None else fraction(v, a),
+        ),
+        Param(
+            "blocks",
+            None,
+            "blocks after whose attention tokens are reorganised (default: 3,6,9 of 12)",
+            int_tuple,
+            lambda v, a: None if v is None else block_list(v, a),
+        ),
+        Param("fuse", True, "fuse the inattentive tokens into one extra token (false: drop them)", as_bool),
+    )
+
+    def validate(self) -> None:
+        if self.values["keep"] is None:
+            raise CliprankError("evit: set keep=FRACTION or pass --budget")
+        if self.values["blocks"] is None:
+            self.values["blocks"] = default_blocks(self.arch)
+
+    def stages(self) -> list[tuple[int, int, int]]:
+        """(body entering attention, body kept, body entering MLP) per block, fused token included."""
+        body, stages = self.arch.patches, []
+        for index in range(self.arch.depth):
+            kept = kept_after(self.values["keep"], body) if index in self.values["blocks"] else body
+            after = kept + 1 if kept < body and self.values["fuse"] else kept
+            stages.append((body, kept, after))
+            body = after
+        return stages
+
+    def schedule(self) -> Schedule:
+        stages, overhead = self.stages(), 0
+        for index, (body, kept, after) in enumerate(stages):
+            if index in self.values["blocks"]:
+                overhead += (1 + body) * self.arch.width  # the class token's attention row
+                if after > kept:
+                    overhead += (body - kept) * self.arch.width  # the weighted sum into the fused token
+        return Schedule(
+            tuple(float(1 + a) for a, _, _ in stages),
+            tuple(float(1 + m) for _, _, m in stages),
+            overhead=float(overhead),
+        )
+
+    def plan(self) -> Plan:
+        op = evit_op(self.values["keep"], self.values["fuse"])
+        blocks = self.values["blocks"]
+        return Plan.build(
+            self.arch.depth,
+            after_attention={b: [op] for b in blocks},
+            needs={b: [CLS_ATTENTION] for b in blocks},
+        )
+
+    @classmethod
+    def knob_candidates(cls, arch: VisionArch, values: dict[str, Any]) -> Sequence[Any]:
+        return [k / KNOB_STEPS for k in range(1, KNOB_STEPS + 1)]
