@@ -1,0 +1,105 @@
+"""Method specs as users type them: `topk,tome(r=8),evit(keep=0.7,blocks=[3,6,9])`.
+
+A spec list is split on the commas outside parentheses and brackets; each spec is a method name with
+optional `key=value` knobs in parentheses. Values are read as YAML (`8` → int, `0.7` → float,
+`[3,6,9]` → list, `true` → bool, anything else → text), the same reader recipes use, so a knob looks
+the same on the command line and in a recipe. Names and knobs are checked later, by the method itself,
+which knows its valid parameters; this module only checks the syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from cliprank.errors import CliprankError
+
+MethodSpec = tuple[str, dict[str, Any]]
+
+_NAME = re.compile(r"^[A-Za-z_][\w\-+]*$")
+_OPENING = {"(": ")", "[": "]", "{": "}"}
+
+
+def split_top_level(text: str, separator: str = ",") -> list[str]:
+    """Split on `separator` where no (), [] or {} is open; raise on unbalanced brackets."""
+    parts, depth_stack, current = [], [], []
+    for char in text:
+        if char in _OPENING:
+            depth_stack.append(_OPENING[char])
+        elif char in _OPENING.values():
+            if not depth_stack or depth_stack.pop() != char:
+                raise CliprankError(f"unbalanced '{char}' in '{text}'; check the brackets")
+        if char == separator and not depth_stack:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth_stack:
+        raise CliprankError(f"unclosed bracket in '{text}'; expected '{depth_stack[-1]}'")
+    parts.append("".join(current))
+    return [part.strip() for part in parts]
+
+
+def parse_value(text: str) -> Any:
+    """A knob value read as YAML; a number YAML 1.1 reads as text (`1e-3`) is still a number."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise CliprankError(f"cannot read value '{text}' ({str(err).splitlines()[0]})") from err
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_method_spec(text: str) -> MethodSpec:
+    """One `name` or `name(key=value, ...)`."""
+    text = text.strip()
+    name, _, rest = text.partition("(")
+    name = name.strip()
+    if not _NAME.match(name):
+        raise CliprankError(f"bad method spec '{text}'; write NAME or NAME(key=value,...), e.g. tome(r=8)")
+    if not rest:
+        return name, {}
+    if not rest.endswith(")"):
+        raise CliprankError(f"bad method spec '{text}'; write NAME(key=value,...) ending in one ')'")
+    knobs: dict[str, Any] = {}
+    for item in split_top_level(rest[:-1]):
+        if not item:
+            continue
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key.isidentifier():
+            raise CliprankError(f"bad knob '{item}' in '{text}'; write key=value, e.g. {name}(keep=0.7)")
+        if key in knobs:
+            raise CliprankError(f"knob '{key}' is given twice in '{text}'")
+        knobs[key] = parse_value(value.strip())
+    return name, knobs
+
+
+def parse_method_specs(text: str) -> list[MethodSpec]:
+    """A comma-separated list of method specs, in the order given."""
+    specs = [parse_method_spec(part) for part in split_top_level(text) if part]
+    if not specs:
+        raise CliprankError("no method given; pass e.g. --method topk,tome(r=8)")
+    return specs
+
+
+def format_method_spec(name: str, knobs: dict[str, Any]) -> str:
+    """The canonical text of a spec (stable knob order), for record keys and table rows."""
+    if not knobs:
+        return name
+    inner = ",".join(f"{key}={_format_value(value)}" for key, value in sorted(knobs.items()))
+    return f"{name}({inner})"
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
