@@ -1,0 +1,217 @@
+"""`report.md`: the report as tables a person reads in a pull request.
+
+Per dataset, rows are methods (unpruned first) and each budget is a group of columns, so methods are
+compared at equal cost by reading down a column. Accuracy is in %, Δ in points against the unpruned
+model on the same dataset. Everything else a reviewer may want to check (knob values, schedules,
+counted vs analytic GMACs, latency, memory) sits in a collapsed section below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from cliprank.report import grouping
+from cliprank.report.grouping import Budget
+from cliprank.report.schema import Record, Report
+
+BLANK = ""
+
+
+def render_markdown(report: Report) -> str:
+    """The whole report as Markdown; identical records give identical text."""
+    lines = ["# cliprank report", "", *_header(report)]
+    models = grouping.by_model(report.records)
+    level = "###" if len(models) > 1 else "##"
+    for (model, pretrained), records in models.items():
+        if len(models) > 1:
+            lines += ["", f"## {model} / {pretrained}"]
+        datasets = grouping.by_dataset(records)
+        for dataset, dataset_records in datasets.items():
+            lines += ["", f"{level} {dataset}", "", *_dataset_table(dataset_records)]
+        if len(datasets) > 1:
+            lines += ["", f"{level} Mean over {len(datasets)} datasets", "", *_mean_table(records, len(datasets))]
+        agreement = [r for r in records if r.ranking_agreement is not None]
+        if agreement:
+            lines += ["", f"{level} Ranking agreement with golden", "", *_agreement_table(agreement)]
+        lines += ["", *_details(records)]
+    if not report.records:
+        lines += ["", "_No records yet._"]
+    return "\n".join(lines) + "\n"
+
+
+def _header(report: Report) -> list[str]:
+    env = report.environment
+    records = report.records
+    models = sorted({(r.model, r.pretrained, r.image_tower_params) for r in records})
+    model_text = "; ".join(f"`{m}` / `{p}` ({n:,} image-tower parameters)" for m, p, n in models) or "—"
+    conventions = "; ".join(sorted({r.gmacs_convention for r in records})) or "—"
+    images = ", ".join(f"{d} {n}" for d, n in sorted({(r.dataset, r.images) for r in records})) or "—"
+    revision = f" ({env.git_revision})" if env.git_revision else ""
+    seed = "unset" if env.seed is None else env.seed
+    return [
+        f"- **Model:** {model_text}",
+        f"- **Cost:** GMACs, {conventions}; in brackets, the fraction of the unpruned model's GMACs. "
+        "Budget *b* (`@b`) = at most *b* × the unpruned GMACs.",
+        "- **Accuracy:** zero-shot acc1 in %; Δ = change vs the unpruned model on the same dataset, in points. "
+        "The unpruned row repeats under every budget as its reference.",
+        f"- **Run:** {env.device}, {env.precision}, {env.threads} threads, seed {seed}",
+        f"- **Images per dataset:** {images}",
+        f"- **Versions:** cliprank {env.cliprank}{revision}, torch {env.torch}, open_clip {env.open_clip}, "
+        f"Python {env.python}, {env.platform}",
+        f"- **Created:** {report.created}",
+    ]
+
+
+def _columns(records: list[Record], reference_spec: str | None) -> list[Budget]:
+    """Budget column groups. The unpruned row repeats under every budget (it is each one's reference),
+    so the no-budget group is shown only when some other method ran without a budget."""
+    budgets = grouping.budgets(records)
+    alone = all(r.method_spec == reference_spec for r in records if r.budget is None)
+    return [b for b in budgets if b is not None] if alone and len(budgets) > 1 else budgets
+
+
+def _dataset_table(records: list[Record]) -> list[str]:
+    reference = grouping.baseline(records)
+    reference_spec = None if reference is None or reference.budget is not None else reference.method_spec
+    cells = {(r.method_spec, r.budget): r for r in records}
+    budgets = _columns(records, reference_spec)
+    timed = any(r.throughput is not None for r in records)
+    header = ["method"]
+    for budget in budgets:
+        names = ["acc1", "Δ", "GMACs"] + (["img/s"] if timed else [])
+        header += [_at(name, budget) for name in names]
+    rows = []
+    for spec, label in grouping.methods(records):
+        row = [label]
+        for budget in budgets:
+            record = cells.get((spec, budget)) or (reference if spec == reference_spec else None)
+            if record is None:
+                row += [BLANK] * (4 if timed else 3)
+                continue
+            delta = "—" if record is reference else _signed(grouping.delta_points(record, reference))
+            row += [_pct(record.acc1), delta, f"{record.gmacs:.4g} ({100 * record.gmacs_fraction:.0f}%)"]
+            if timed:
+                row.append(BLANK if record.throughput is None else f"{record.throughput.images_per_second:.0f}")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _mean_table(records: list[Record], n_datasets: int) -> list[str]:
+    means = grouping.means(records)
+    reference_spec = next((spec for (spec, budget), cell in means.items() if cell.reference and budget is None), None)
+    budgets = _columns(records, reference_spec)
+    header = ["method"] + [_at(name, b) for b in budgets for name in ("acc1", "Δ")]
+    rows, partial = [], False
+    for spec, label in grouping.methods(records):
+        row = [label]
+        for budget in budgets:
+            cell = means.get((spec, budget)) or (means.get((spec, None)) if spec == reference_spec else None)
+            if cell is None:
+                row += [BLANK, BLANK]
+                continue
+            mark = "" if cell.datasets == n_datasets else "†"
+            partial = partial or bool(mark)
+            row += [_pct(cell.acc1) + mark, "—" if cell.reference else _signed(cell.delta)]
+        rows.append(row)
+    note = ["", f"† mean over fewer than all {n_datasets} datasets."] if partial else []
+    return _table(header, rows) + note
+
+
+def _agreement_table(records: list[Record]) -> list[str]:
+    rows = []
+    for record in grouping.sorted_records(records):
+        agreement = record.ranking_agreement
+        assert agreement is not None
+        rows.append(
+            [
+                record.dataset,
+                grouping.row_label(record),
+                _budget(record.budget),
+                f"{agreement.kendall_tau:.3f}",
+                f"{agreement.top_k_overlap:.3f}",
+                str(agreement.k),
+            ]
+        )
+    return _table(["dataset", "method", "budget", "Kendall τ", "top-k overlap", "k"], rows, text=(0, 1))
+
+
+def _details(records: list[Record]) -> list[str]:
+    header = [
+        "dataset", "method", "budget", "params", "GMACs analytic", "GMACs counted", "tokens per block (attention)",
+        "acc5", "per-class recall", "latency ms", "peak MB", "img/s (batch, threads)",
+    ]  # fmt: skip
+    rows = []
+    for r in grouping.sorted_records(records):
+        throughput = (
+            BLANK
+            if r.throughput is None
+            else f"{r.throughput.images_per_second:.0f} ({r.throughput.batch_size}, {r.throughput.threads})"
+        )
+        rows.append(
+            [
+                r.dataset,
+                grouping.row_label(r),
+                _budget(r.budget),
+                ", ".join(f"{k}={_value(v)}" for k, v in sorted(r.params.items())) or "—",
+                f"{r.gmacs_analytic:.4g}",
+                BLANK if r.gmacs_counted is None else f"{r.gmacs_counted:.4g}",
+                _run_length(r.schedule.get("attention", [])),
+                _pct(r.metrics.get("acc5", math.nan)),
+                _pct(r.metrics.get("mean_per_class_recall", math.nan)),
+                BLANK if r.latency_ms is None else f"{r.latency_ms:.2f}",
+                BLANK if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}",
+                throughput,
+            ]
+        )
+    return [
+        "<details><summary>Settings, costs and timings of every record</summary>",
+        "",
+        *_table(header, rows, text=(0, 1, 3, 6)),
+        "",
+        "</details>",
+    ]
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], text: Sequence[int] = (0,)) -> list[str]:
+    """A GitHub table: the `text` columns left-aligned, the numbers right-aligned."""
+    align = ["---" if i in text else "---:" for i in range(len(header))]
+    return [_row(header), _row(align), *(_row(row) for row in rows)]
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _at(name: str, budget: Budget) -> str:
+    return name if budget is None else f"{name} @{_budget(budget)}"
+
+
+def _budget(budget: Budget) -> str:
+    return "—" if budget is None else f"{budget:g}"
+
+
+def _pct(fraction: float) -> str:
+    return "n/a" if fraction is None or math.isnan(fraction) else f"{100 * fraction:.2f}"
+
+
+def _signed(points: float | None) -> str:
+    if points is None:
+        return "n/a"
+    return f"{round(points, 2) + 0.0:+.2f}"  # + 0.0 turns -0.0 into 0.0: no "-0.00" for a tie
+
+
+def _value(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _run_length(counts: Sequence[float]) -> str:
+    """`[65, 65, 62, 59, 59, 59]` → `65×2, 62, 59×3`: a 24-block schedule stays readable."""
+    runs: list[list] = []
+    for count in counts:
+        value = int(count) if float(count).is_integer() else round(float(count), 1)
+        if runs and runs[-1][0] == value:
+            runs[-1][1] += 1
+        else:
+            runs.append([value, 1])
+    return ", ".join(f"{v}×{n}" if n > 1 else str(v) for v, n in runs) or "—"

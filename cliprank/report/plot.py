@@ -1,0 +1,111 @@
+"""`accuracy_vs_gmacs.png`: zero-shot acc1 against GMACs, one panel per dataset plus their mean.
+
+The figure is drawn on matplotlib's Agg canvas directly (no pyplot), so it needs no display, touches no
+global backend state and works in any thread. Each method keeps one colour and marker in every panel;
+the unpruned model is a star with a dashed reference line, the ceiling every method is judged against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+from cliprank.io import atomic_write_bytes
+from cliprank.report import grouping
+from cliprank.report.schema import Report
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+
+
+@dataclass
+class Panel:
+    title: str
+    lines: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # spec -> (GMACs, acc1 %)
+    unpruned: tuple[str, float, float] | None = None  # (spec, GMACs, acc1 %) of the reference
+
+
+def save_plot(report: Report, path: Path) -> Path:
+    """Draw the report and write the PNG atomically; returns the path."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = _panels(report)
+    labels = dict(grouping.methods(report.records))
+    pruned = [spec for spec in labels if spec != grouping.UNPRUNED]
+    palette = colormaps["tab10"].colors
+    style = {spec: (palette[i % len(palette)], MARKERS[i % len(MARKERS)]) for i, spec in enumerate(pruned)}
+    gmacs_label = "GMACs, " + "; ".join(sorted({r.gmacs_convention for r in report.records}))
+
+    ncols = max(1, min(3, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    figure = Figure(figsize=(4.8 * ncols, 3.6 * nrows + 0.9), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = list(figure.subplots(nrows, ncols, squeeze=False).flat)
+    handles: dict[str, object] = {}
+    for axis, panel in zip(axes[: len(panels)], panels, strict=True):
+        for spec, points in panel.lines.items():
+            points = sorted(points)
+            color, marker = style[spec]
+            xs, ys = [x for x, _ in points], [y for _, y in points]
+            (handles[labels[spec]],) = axis.plot(xs, ys, color=color, marker=marker, markersize=5, linewidth=1.5)
+        if panel.unpruned is not None:
+            spec, gmacs, acc = panel.unpruned
+            axis.axhline(acc, color="black", linestyle="--", linewidth=0.8, alpha=0.6)
+            (handles[labels[spec]],) = axis.plot(
+                [gmacs], [acc], color="black", marker="*", markersize=13, linestyle="none"
+            )
+        axis.set_title(panel.title, fontsize=10)
+        axis.set_xlabel(gmacs_label, fontsize=8)
+        axis.set_ylabel("acc1 (%)", fontsize=8)
+        axis.tick_params(labelsize=8)
+        axis.grid(alpha=0.3)
+    for axis in axes[len(panels) :]:
+        axis.set_visible(False)
+    if handles:
+        ordered = [label for label in labels.values() if label in handles]
+        figure.legend(
+            [handles[label] for label in ordered], ordered, loc="outside lower center", ncols=min(5, len(ordered)),
+            fontsize=8, frameon=False,
+        )  # fmt: skip
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def _panels(report: Report) -> list[Panel]:
+    models = grouping.by_model(report.records)
+    panels: list[Panel] = []
+    for (model, pretrained), records in models.items():
+        suffix = f" — {model}/{pretrained}" if len(models) > 1 else ""
+        datasets = grouping.by_dataset(records)
+        for dataset, dataset_records in datasets.items():
+            panel = Panel(f"{dataset}{suffix}")
+            reference = grouping.baseline(dataset_records)
+            for record in dataset_records:
+                point = (record.gmacs, 100 * record.acc1)
+                if record is reference:
+                    panel.unpruned = (record.method_spec, *point)
+                elif record.method != grouping.UNPRUNED:
+                    panel.lines.setdefault(record.method_spec, []).append(point)
+            panels.append(panel)
+        if len(datasets) > 1:
+            panels.append(_mean_panel(records, len(datasets), f"mean over {len(datasets)} datasets{suffix}"))
+    return panels
+
+
+def _mean_panel(records: list, n_datasets: int, title: str) -> Panel:
+    """Only method × budget cells measured on every dataset: a partial mean would mislead."""
+    panel = Panel(title)
+    for (spec, _budget), cell in grouping.means(records).items():
+        if cell.datasets != n_datasets:
+            continue
+        point = (cell.gmacs, 100 * cell.acc1)
+        if cell.reference:
+            panel.unpruned = (spec, *point)
+        elif cell.method != grouping.UNPRUNED:
+            panel.lines.setdefault(spec, []).append(point)
+    return panel

@@ -1,0 +1,111 @@
+"""`ReportWriter`: the evaluate command's output directory, written one complete record at a time.
+
+Each completed record rewrites the whole `report.json` atomically, so a run killed at any moment leaves
+the last complete file, and a rerun into the same directory skips what is already there (`has`).
+Resuming under a different device, precision or seed would silently mix numbers that are not
+comparable, so that is refused instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cliprank.errors import CliprankError
+from cliprank.report.markdown import render_markdown
+from cliprank.report.schema import (
+    Environment,
+    Record,
+    Report,
+    json_ready,
+    load_report,
+    save_report,
+    validate_record,
+)
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_PLOT = "accuracy_vs_gmacs.png"
+
+# Settings that change the numbers themselves; a resumed run must match them.
+_RESUME_MUST_MATCH = ("device", "precision", "seed")
+
+
+class ReportWriter:
+    """Owns `out_dir/report.json` for one run: resume, skip complete records, add, finalize."""
+
+    def __init__(self, out_dir: Path, environment: Environment):
+        self.out_dir = Path(out_dir)
+        self.environment = environment
+        if self.json_path.exists():
+            self.report = load_report(self.json_path)
+            self._check_resumable(self.report.environment)
+            self.report.environment = environment
+        else:
+            self.report = Report(environment=environment)
+
+    @property
+    def json_path(self) -> Path:
+        return self.out_dir / REPORT_JSON
+
+    @property
+    def markdown_path(self) -> Path:
+        return self.out_dir / REPORT_MD
+
+    @property
+    def plot_path(self) -> Path:
+        return self.out_dir / REPORT_PLOT
+
+    @property
+    def records(self) -> list[Record]:
+        return list(self.report.records)
+
+    def has(self, key: str) -> bool:
+        """Whether a complete record with this key (see `record_key`) is already stored."""
+        return any(record.key == key for record in self.report.records)
+
+    def add(self, record: Record) -> None:
+        """Store a complete record (replacing one with the same key) and rewrite report.json atomically.
+
+        The record is normalised through its JSON form first, so what is held in memory is exactly what a
+        resumed run will load (NaN metrics, plain numbers, `Throughput` rather than a dict).
+        """
+        data = json_ready(record.to_dict())
+        problems = validate_record(data)
+        if problems:
+            raise ValueError("incomplete record: " + "; ".join(problems))
+        record = Record.from_dict(data)
+        records = self.report.records
+        for index, existing in enumerate(records):
+            if existing.key == record.key:
+                records[index] = record
+                break
+        else:
+            records.append(record)
+        self.report.environment = self.environment
+        save_report(self.report, self.json_path)
+
+    def finalize(self) -> list[Path]:
+        """Write report.json, report.md and the accuracy-vs-GMACs plot; return the paths written."""
+        from cliprank.io import atomic_write_text
+        from cliprank.report.plot import save_plot  # matplotlib is slow to import; only needed here
+
+        self.report.environment = self.environment
+        save_report(self.report, self.json_path)
+        atomic_write_text(self.markdown_path, render_markdown(self.report))
+        written = [self.json_path, self.markdown_path]
+        if self.report.records:
+            save_plot(self.report, self.plot_path)
+            written.append(self.plot_path)
+        return written
+
+    def _check_resumable(self, previous: Environment) -> None:
+        changed = [
+            f"{name} {getattr(previous, name)} → {getattr(self.environment, name)}"
+            for name in _RESUME_MUST_MATCH
+            if getattr(previous, name) != getattr(self.environment, name)
+        ]
+        if changed:
+            raise CliprankError(
+                f"{self.json_path} was produced with other settings ({', '.join(changed)}); "
+                "rerun with the same settings to resume, or choose another --out"
+            )
