@@ -32,3 +32,29 @@ def weights_path() -> Path:
             "or rebuild them with `python -m cliprank.models.train_embedded`"
         )
     return path
+
+
+def rankings_dir() -> Path:
+    """Golden rankings of the embedded model on the embedded test splits (shipped, made by `cliprank search`)."""
+    return ASSETS / "rankings"
+
+
+def has_rankings() -> bool:
+    return rankings_dir().is_dir() and any(rankings_dir().glob("*.rankings"))
+
+
+def predictor_path() -> Path:
+    return ASSETS / f"{MODEL_NAME}.predictor.safetensors"
+
+
+def has_predictor() -> bool:
+    return predictor_path().is_file()
+
+
+def tokens_dir() -> Path:
+    """Learned tokens of the embedded model, one file per pruning setup (made by `cliprank add-tokens`)."""
+    return ASSETS / "tokens"
+
+
+def has_tokens() -> bool:
+    return tokens_dir().is_dir() and any(tokens_dir().glob("*.tokens.safetensors"))

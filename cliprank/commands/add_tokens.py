@@ -1,0 +1,81 @@
+"""`cliprank add-tokens`: learnable tokens that win back the accuracy a pruning setup costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cliprank.commands import app
+from cliprank.commands.evaluate import EMBEDDED_DATASETS, progress_bar
+from cliprank.commands.options import parse_budgets, set_threads, split_list
+from cliprank.recipes import RecipeOption
+
+
+@app.command("add-tokens")
+def add_tokens_command(
+    method: str = typer.Option("predictor", "--method", help="Base pruning method spec, e.g. predictor or golden(keep=0.6)."),
+    budget: Optional[str] = typer.Option(None, "--budget", "-b", help="GMACs budget the setup is solved for (tokens included)."),
+    dataset: str = typer.Option(EMBEDDED_DATASETS, "--dataset", "-d", help="Training datasets, comma-separated."),
+    model: str = typer.Option("cliprank-tiny", "--model", "-m"),
+    pretrained: str = typer.Option("embedded", "--pretrained", "-p"),
+    count: int = typer.Option(4, help="Number of learnable visual tokens."),
+    block: Optional[int] = typer.Option(None, help="Block where tokens enter (default: the method's pruning block; 0 = input)."),
+    placement: str = typer.Option("shallow", help="shallow (one set) or deep (fresh tokens every block)."),
+    text_context: int = typer.Option(0, help="CoOp-style learned text context vectors (needs --objective fewshot)."),
+    objective: str = typer.Option("distill", help="distill (label-free, match unpruned embeddings) or fewshot."),
+    shots: int = typer.Option(16, help="Images per class for --objective fewshot."),
+    epochs: int = typer.Option(8),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(2e-3),
+    seed: int = typer.Option(0),
+    train_split: str = typer.Option("train"),
+    val_split: str = typer.Option("val", help="Held-out split for validation (never test)."),
+    limit: Optional[int] = typer.Option(None),
+    dataset_root: Optional[Path] = typer.Option(None),
+    rankings: Optional[list[Path]] = typer.Option(None, help="Rankings (when the base method is golden)."),
+    predictor: Optional[Path] = typer.Option(None, help="Predictor (when the base method is predictor)."),
+    device: str = typer.Option("cpu"),
+    threads: Optional[int] = typer.Option(None, min=1),
+    out: Path = typer.Option(Path("runs/predictor.tokens.safetensors"), "--out", "-o"),
+    recipe: Optional[str] = RecipeOption,
+) -> None:
+    """Train a few tokens (CLIP frozen) that recover the accuracy one pruning setup loses."""
+    from cliprank.errors import CliprankError
+    from cliprank.methods.spec import parse_method_specs
+    from cliprank.models.loading import load_model
+    from cliprank.tokens.pipeline import TokensJob, run_add_tokens
+    from cliprank.tokens.train import TokenTrainSettings
+
+    set_threads(threads)
+    specs = parse_method_specs(method)
+    if len(specs) != 1:
+        raise CliprankError("add-tokens trains tokens for one method; pass a single --method")
+    budgets = parse_budgets(budget)
+    if len(budgets) != 1:
+        raise CliprankError("add-tokens trains tokens for one budget; pass a single --budget")
+    name, values = specs[0]
+    loaded = load_model(model, pretrained, device=device)
+    job = TokensJob(
+        method=name, values=values, budget=budgets[0], datasets=split_list(dataset), out=out, count=count,
+        block=block, placement=placement, text_context=text_context, train_split=train_split,
+        val_split=val_split, limit=limit, dataset_root=dataset_root, rankings=list(rankings or []),
+        predictor=predictor,
+        settings=TokenTrainSettings(objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr,
+                                    seed=seed),
+    )
+    with progress_bar() as progress:
+        path, info = run_add_tokens(loaded, job, progress)
+    best, without = info["best"], info["heldout_without_tokens"]
+    table = Table(title=f"held-out ({val_split}) top-1, epoch {best['epoch']} (selected by {info['selected_by']})")
+    table.add_column("dataset")
+    table.add_column("without tokens", justify="right")
+    table.add_column("with tokens", justify="right")
+    for name_ in best["top1"]:
+        table.add_row(name_, f"{100 * without['top1'][name_]:.1f}", f"{100 * best['top1'][name_]:.1f}")
+    table.add_row("mean", f"{100 * without['mean_top1']:.1f}", f"{100 * best['mean_top1']:.1f}")
+    Console().print(table)
+    Console().print(f"tokens: {path} (cosine to unpruned {without['cosine']:.4f} → {best['cosine']:.4f})")

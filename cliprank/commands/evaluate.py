@@ -1,0 +1,110 @@
+"""`cliprank evaluate`: zero-shot accuracy of pruning methods across datasets at matched GMACs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cliprank.commands import app
+from cliprank.commands.options import parse_budgets, parse_models, resolve_methods, set_threads
+from cliprank.recipes import RecipeOption
+
+EMBEDDED_DATASETS = "digits,textiles,faces"
+DEFAULT_BUDGETS = "0.5,0.7,0.9"
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), transient=False,
+    )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: str = typer.Option("cliprank-tiny", "--model", "-m", help="Model name(s), comma-separated."),
+    pretrained: str = typer.Option(
+        "embedded", "--pretrained", "-p", help="Weights: a tag, a checkpoint path, 'embedded' or 'none' (one, or one per model)."
+    ),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", "-d", help=f"Dataset(s), comma-separated (default for the embedded model: {EMBEDDED_DATASETS})."
+    ),
+    method: str = typer.Option("all", "--method", help="Method specs, e.g. 'tome,evit(keep=0.7)', or 'all'."),
+    budget: str = typer.Option(DEFAULT_BUDGETS, "--budget", "-b", help="GMACs budgets as fractions of unpruned, comma-separated."),
+    split: str = typer.Option("test", help="Dataset split to evaluate."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate a deterministic, class-balanced subset of N images."),
+    dataset_root: Optional[Path] = typer.Option(None, help="Folder holding downloaded datasets."),
+    download: bool = typer.Option(False, help="Let torchvision download missing datasets (needs internet)."),
+    batch_size: int = typer.Option(64, min=1, help="Images per forward."),
+    workers: int = typer.Option(0, min=0, help="Data-loading worker processes."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
+    seed: int = typer.Option(0, help="Seed recorded in the report and used by seeded methods."),
+    rankings: Optional[list[Path]] = typer.Option(None, help="Golden rankings file(s) or folder(s) (for golden)."),
+    predictor: Optional[Path] = typer.Option(None, help="Trained ranking predictor (for predictor)."),
+    tokens: Optional[Path] = typer.Option(None, help="Learned tokens (for METHOD+tokens)."),
+    speed: bool = typer.Option(True, help="Measure throughput, latency and memory per setting."),
+    flops: bool = typer.Option(True, help="Count GMACs with fvcore as a cross-check of the analytic count."),
+    out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="Output folder (report.json/.md/.png)."),
+    recipe: Optional[str] = RecipeOption,
+) -> None:
+    """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
+    from cliprank.evaluate import EvaluateSettings, run_evaluation
+
+    models = parse_models(model, pretrained)
+    datasets = [d.strip() for d in (dataset or EMBEDDED_DATASETS).split(",") if d.strip()]
+    set_threads(threads)
+    settings = EvaluateSettings(
+        models=models,
+        datasets=datasets,
+        methods=resolve_methods(method, models, rankings, predictor, tokens),
+        budgets=parse_budgets(budget),
+        out=out,
+        split=split,
+        limit=limit,
+        dataset_root=dataset_root,
+        download=download,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        seed=seed,
+        threads=threads,
+        rankings=list(rankings or []),
+        predictor=predictor,
+        tokens=tokens,
+        measure_speed=speed,
+        count_flops=flops,
+    )
+    with progress_bar() as progress:
+        writer = run_evaluation(settings, progress)
+    show_summary(writer)
+
+
+def show_summary(writer) -> None:
+    from cliprank.report.grouping import means
+
+    console = Console()
+    cells = means(writer.records)
+    budgets = sorted({budget for _, budget in cells}, key=lambda b: (b is not None, b or 0))
+    table = Table(title="mean zero-shot top-1 over datasets (Δ vs unpruned, points)")
+    table.add_column("method")
+    for value in budgets:
+        table.add_column("native knob" if value is None else f"budget {value:g}", justify="right")
+    for name in dict.fromkeys(spec for spec, _ in cells):
+        row = [name]
+        for value in budgets:
+            cell = cells.get((name, value))
+            row.append("" if cell is None else _cell_text(cell))
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report: {writer.json_path}, {writer.markdown_path}, {writer.plot_path}")
+
+
+def _cell_text(cell) -> str:
+    delta = "" if cell.delta is None or cell.reference else f" ({cell.delta:+.1f})"
+    return f"{100 * cell.acc1:.1f}{delta} · {cell.gmacs:.3f} G"

@@ -1,0 +1,70 @@
+"""`cliprank train-predictor`: learn to predict golden rankings, so pruning needs no labels or search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cliprank.commands import app
+from cliprank.commands.evaluate import EMBEDDED_DATASETS, progress_bar
+from cliprank.commands.options import set_threads, split_list
+from cliprank.recipes import RecipeOption
+
+
+@app.command("train-predictor")
+def train_predictor_command(
+    rankings: list[Path] = typer.Option(..., help="Rankings files or folders (train and validation splits)."),
+    dataset: str = typer.Option(EMBEDDED_DATASETS, "--dataset", "-d", help="Datasets to train on, comma-separated."),
+    model: str = typer.Option("cliprank-tiny", "--model", "-m"),
+    pretrained: str = typer.Option("embedded", "--pretrained", "-p"),
+    train_split: str = typer.Option("train"),
+    val_split: str = typer.Option("val", help="Held-out split for validation (never the test split)."),
+    limit: Optional[int] = typer.Option(None, help="Use a deterministic subset of N images per dataset and split."),
+    dataset_root: Optional[Path] = typer.Option(None),
+    loss: str = typer.Option("kl", help="kl (the paper's) or margin (pairwise margin ranking)."),
+    epochs: int = typer.Option(50),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(1e-4),
+    dim: int = typer.Option(64, help="Reduced channel width of the predictor."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    threads: Optional[int] = typer.Option(None, min=1),
+    out: Path = typer.Option(Path("runs/predictor.safetensors"), "--out", "-o"),
+    recipe: Optional[str] = RecipeOption,
+) -> None:
+    """Train the ranking predictor on golden rankings; validates each epoch, keeps the best, resumes."""
+    from cliprank.models.loading import load_model
+    from cliprank.predictor.pipeline import PredictorJob, run_training
+    from cliprank.predictor.train import TrainSettings
+
+    set_threads(threads)
+    settings = TrainSettings(
+        loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, dim=dim, seed=seed
+    )
+    settings.validate()
+    loaded = load_model(model, pretrained, device=device)
+    job = PredictorJob(
+        datasets=split_list(dataset), rankings=list(rankings), out=out, train_split=train_split,
+        val_split=val_split, limit=limit, dataset_root=dataset_root, settings=settings,
+    )
+    with progress_bar() as progress:
+        path, info = run_training(loaded, job, progress)
+    best = info["best"]
+    console = Console()
+    console.print(
+        f"predictor: {path} — best epoch {best['epoch']}: top-k overlap {best['top_k_overlap']:.3f}, "
+        f"Kendall τ {best['kendall_tau']:.3f} on {val_split}; {info['macs'] / 1e6:.2f} M MACs per image"
+    )
+    table = Table(title=f"held-out top-1 ({val_split}) at keep {info['keep']:.3f}")
+    table.add_column("dataset")
+    columns = list(next(iter(info["heldout_top1"].values())))
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, row in info["heldout_top1"].items():
+        table.add_row(name, *(f"{100 * row[c]:.1f}" for c in columns))
+    console.print(table)

@@ -1,0 +1,389 @@
+"""The `evaluate` pipeline: zero-shot accuracy of every method × budget on every dataset, at matched cost.
+
+For each model, every (method, budget) is solved to a concrete setting once (`solve`), so its
+schedule, knob and GMACs are the same on every dataset. For each dataset, images are loaded once and
+every pending setting encodes each batch: data loading is paid once, however many methods run. The
+unpruned model is always evaluated. A record is written only when complete, and a rerun into the same
+output directory skips complete records, so a killed run loses at most the dataset in progress.
+
+Cost columns: `gmacs` is the analytic MACs of the executed schedule (for input-adaptive methods the
+mean over the evaluated images), `gmacs_counted` fvcore's count of the same forward. Throughput,
+latency and memory do not depend on the dataset and are measured once per setting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from cliprank.cost.analytic import per_image_macs, schedule_macs, unpruned_macs
+from cliprank.cost.budget import Solved, solve
+from cliprank.engine.context import Trace
+from cliprank.engine.forward import ReducedVisual, encode
+from cliprank.errors import CliprankError
+from cliprank.methods.base import Resources, method_class
+from cliprank.methods.spec import MethodSpec, format_method_spec
+from cliprank.models.loading import LoadedModel
+from cliprank.ranking_agreement import agreement
+from cliprank.report.schema import Environment, RankingAgreement, Record, Throughput, record_key
+from cliprank.report.store import ReportWriter
+from cliprank.search.store import RankingLookup, image_hashes
+from cliprank.zeroshot import logits, metrics, zero_shot_classifier
+
+TASK = "zeroshot_classification"
+
+
+@dataclass
+class EvaluateSettings:
+    models: list[tuple[str, str]]
+    datasets: list[str]
+    methods: list[MethodSpec]
+    budgets: list[float | None]
+    out: Path
+    split: str = "test"
+    limit: int | None = None
+    dataset_root: Path | None = None
+    download: bool = False
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "cpu"
+    seed: int = 0
+    threads: int | None = None
+    rankings: list[Path] = field(default_factory=list)
+    predictor: Path | None = None
+    tokens: Path | None = None
+    measure_speed: bool = True
+    count_flops: bool = True
+    timing_repeats: int = 3
+
+
+@dataclass
+class Setting:
+    """One solved (method, budget) for one model: the row every dataset shares."""
+
+    spec: str
+    solved: Solved
+    speed: dict[str, Any] | None = None
+    gmacs_counted: float | None = None
+
+    @property
+    def method(self):
+        return self.solved.method
+
+    @property
+    def key(self) -> str:
+        """Identity within one model's run (the report key adds model and dataset)."""
+        return f"{self.spec}@{self.solved.budget}"
+
+
+def method_settings(
+    model: LoadedModel, specs: Sequence[MethodSpec], budgets: Sequence[float | None], resources: Resources
+) -> list[Setting]:
+    """Every (method, budget) solved for this model; `none` first; knob-less methods once."""
+    specs = list(specs)
+    if not any(name == "none" for name, _ in specs):
+        specs.insert(0, ("none", {}))
+    settings: list[Setting] = []
+    seen: set[tuple[str, float | None]] = set()
+    for name, values in specs:
+        cls = method_class(name)
+        spec = format_method_spec(name, values)
+        explicit = cls.knob is None or values.get(cls.knob) is not None
+        for budget in [None] if explicit else budgets:
+            if (spec, budget) in seen:
+                continue
+            seen.add((spec, budget))
+            if budget is None and not explicit:
+                raise CliprankError(f"{name} needs --budget or an explicit {cls.knob}=... (e.g. {name}({cls.knob}=...))")
+            settings.append(Setting(spec=spec, solved=solve(name, model.arch, values, budget, resources)))
+    return settings
+
+
+def measure_speeds(model: LoadedModel, rows: list[Setting], images: torch.Tensor, meta: dict, repeats: int) -> None:
+    """Throughput at the evaluation batch size and latency at batch 1, all rows timed round-robin.
+
+    Round-robin timing keeps the ratios between rows fair on a busy machine; memory is one batch's
+    peak tensor allocation. Measured on real images once per model (they do not depend on the dataset).
+    """
+    from cliprank.profiling import interleaved_medians, measure_peak_memory, measure_throughputs
+
+    modules = [ReducedVisual(model.visual, row.method.plan(), meta) for row in rows]
+    singles = [ReducedVisual(model.visual, row.method.plan(), {k: _head(v, 1) for k, v in meta.items()}) for row in rows]
+    timings = measure_throughputs(modules, images, repeats=repeats, warmup=1)
+    latencies = interleaved_medians(singles, images[:1], repeats=max(3, repeats), warmup=1)
+    for row, module, timing, latency in zip(rows, modules, timings, latencies):
+        memory = measure_peak_memory(module, images)
+        row.speed = {
+            "throughput": Throughput(
+                images_per_second=timing.images_per_second, batch_size=timing.batch_size,
+                warmup=timing.warmup, repeats=timing.repeats, threads=timing.threads,
+            ),
+            "latency_ms": latency * 1000,
+            "peak_memory_mb": None if memory.peak_bytes is None else memory.peak_bytes / 2**20,
+        }
+
+
+@dataclass
+class Accumulator:
+    """Per-setting results over a dataset's batches."""
+
+    logits: list[torch.Tensor] = field(default_factory=list)
+    macs: list[torch.Tensor] = field(default_factory=list)
+    attention: list[list[torch.Tensor]] = field(default_factory=list)
+    mlp: list[list[torch.Tensor]] = field(default_factory=list)
+    patch_scores: list[torch.Tensor] = field(default_factory=list)
+    indices: list[torch.Tensor] = field(default_factory=list)
+
+
+def _schedule_means(parts: list[list[torch.Tensor]]) -> list[float]:
+    if not parts:
+        return []
+    per_block = zip(*parts)
+    return [round(float(torch.cat(blocks).float().mean()), 3) for blocks in per_block]
+
+
+def batch_meta(dataset: str, split: str, images: torch.Tensor, indices: Any, hashes: bool) -> dict[str, Any]:
+    """What per-image methods read from a batch: dataset, split, indices and (for rankings) content hashes."""
+    meta: dict[str, Any] = {"dataset": dataset, "split": split, "index": torch.as_tensor(indices)}
+    if hashes:
+        meta["image_hash"] = image_hashes(images)
+    return meta
+
+
+def row_classifier(model: LoadedModel, dataset: Any, setting: Setting, default: torch.Tensor) -> torch.Tensor:
+    """The zero-shot classifier, or the one read through learned text context for METHOD+tokens rows."""
+    learned = getattr(setting.method, "learned", None)
+    if learned is None:
+        return default
+    tokens = learned().module
+    if tokens.context is None:
+        return default
+    return tokens.text_classifier(model, dataset.classnames)
+
+
+def evaluate_dataset(
+    model: LoadedModel,
+    dataset: Any,
+    split: str,
+    settings: list[Setting],
+    classifier: torch.Tensor,
+    batch_size: int,
+    workers: int,
+    golden: RankingLookup | None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Accumulator], torch.Tensor]:
+    """Encode every batch of `dataset` under every setting; collect logits, costs and rankings."""
+    from cliprank.data import make_loader
+
+    needs_hashes = golden is not None or any("rankings" in s.method.requires for s in settings)
+    results = {s.key: Accumulator() for s in settings}
+    classifiers = {s.key: row_classifier(model, dataset, s, classifier) for s in settings}
+    labels: list[torch.Tensor] = []
+    plans = {id(s): s.method.plan() for s in settings}
+    with torch.inference_mode():
+        for images, batch_labels, indices in make_loader(dataset, batch_size=batch_size, workers=workers):
+            images = images.to(model.device)
+            meta = batch_meta(dataset.name, split, images, indices, needs_hashes)
+            labels.append(batch_labels)
+            for setting in settings:
+                trace = Trace()
+                embeddings = encode(model.visual, images, plans[id(setting)], dict(meta), trace)
+                acc = results[setting.key]
+                acc.logits.append(logits(embeddings, classifiers[setting.key]).cpu())
+                acc.attention.append([t.cpu() for t in trace.attention_tokens])
+                acc.mlp.append([t.cpu() for t in trace.mlp_tokens])
+                acc.macs.append(
+                    per_image_macs(
+                        model.arch, trace.attention_tokens, trace.mlp_tokens, setting.method.schedule().overhead
+                    ).cpu()
+                )
+                if trace.patch_scores is not None:
+                    acc.patch_scores.append(trace.patch_scores.cpu())
+                    acc.indices.append(torch.as_tensor(indices))
+            if on_batch:
+                on_batch(len(batch_labels))
+    return results, torch.cat(labels)
+
+
+def build_record(
+    model: LoadedModel,
+    dataset: Any,
+    setting: Setting,
+    acc: Accumulator,
+    labels: torch.Tensor,
+    golden: RankingLookup | None,
+    extra: dict[str, Any],
+) -> Record:
+    method = setting.method
+    scores = torch.cat(acc.logits)
+    macs = float(torch.cat(acc.macs).mean())
+    ranking = None
+    if golden is not None and acc.patch_scores and method.name != "golden":
+        indices = torch.cat(acc.indices)
+        golden_scores = golden.patch_scores(indices, None)
+        kept = golden.rankings.kept
+        tau, overlap = agreement(torch.cat(acc.patch_scores), golden_scores, kept)
+        ranking = RankingAgreement(kendall_tau=tau, top_k_overlap=overlap, k=kept)
+    speed = setting.speed or {}
+    return Record(
+        dataset=dataset.name,
+        model=model.name,
+        pretrained=model.pretrained,
+        method=method.name,
+        method_spec=setting.spec,
+        budget=setting.solved.budget,
+        metrics=metrics(scores, labels),
+        params=_jsonable(method.describe()),
+        schedule={"attention": _schedule_means(acc.attention), "mlp": _schedule_means(acc.mlp)},
+        gmacs=macs / 1e9,
+        gmacs_analytic=schedule_macs(model.arch, method.schedule()) / 1e9,
+        gmacs_fraction=macs / unpruned_macs(model.arch),
+        gmacs_counted=setting.gmacs_counted,
+        image_tower_params=sum(p.numel() for p in model.visual.parameters()),
+        images=len(scores),
+        dataset_fingerprint=dataset.fingerprint,
+        model_fingerprint=model.fingerprint,
+        task=TASK,
+        method_label=method.label,
+        throughput=speed.get("throughput"),
+        latency_ms=speed.get("latency_ms"),
+        peak_memory_mb=speed.get("peak_memory_mb"),
+        ranking_agreement=ranking,
+        extra=extra,
+    )
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out
+
+
+def settings_key(model: LoadedModel, dataset_name: str, setting: Setting) -> str:
+    return record_key(model.name, model.pretrained, dataset_name, setting.spec, setting.solved.budget)
+
+
+def environment(settings: EvaluateSettings) -> Environment:
+    return Environment.collect(
+        device=settings.device, precision="fp32", threads=torch.get_num_threads(), seed=settings.seed
+    )
+
+
+def ensure_writer(settings: EvaluateSettings) -> ReportWriter:
+    return ReportWriter(settings.out, environment(settings))
+
+
+def load_resources(model: LoadedModel, settings: EvaluateSettings, specs: Sequence[MethodSpec]) -> Resources:
+    """Rankings, predictor and tokens the requested methods need, checked against this model."""
+    from cliprank.models import embedded
+    from cliprank.search.store import RankingIndex
+
+    needed = {requirement for name, _ in specs for requirement in method_class(name).requires}
+    resources = Resources()
+    rankings = list(settings.rankings)
+    if not rankings and model.pretrained == embedded.TAG:
+        rankings = [embedded.rankings_dir()] if embedded.has_rankings() else []
+    if rankings:
+        resources.rankings = RankingIndex(rankings, model.fingerprint)
+    elif "rankings" in needed:
+        raise CliprankError("golden needs stored rankings: run `cliprank search`, then pass --rankings FILE_OR_DIR")
+    if "predictor" in needed:
+        from cliprank.predictor.io import default_predictor_path, load_predictor
+
+        path = settings.predictor or default_predictor_path(model)
+        resources.predictor = load_predictor(path, model)
+    if settings.tokens is not None or "tokens" in needed:
+        from cliprank.tokens.io import default_tokens_path, load_tokens
+
+        path = settings.tokens or default_tokens_path(model)
+        resources.tokens = load_tokens(path, model)
+    return resources
+
+
+def probe_batch(model: LoadedModel, dataset: Any, split: str, size: int, hashes: bool):
+    """The first `size` images of the dataset, with their meta: what timing and FLOP counting run on."""
+    from cliprank.data import make_loader
+
+    images, _, indices = next(iter(make_loader(dataset, batch_size=size, workers=0)))
+    images = images.to(model.device)
+    return images, batch_meta(dataset.name, split, images, indices, hashes)
+
+
+def count_setting(model: LoadedModel, setting: Setting, images: torch.Tensor, meta: dict[str, Any]) -> float:
+    """fvcore MACs per image: one traced image for fixed schedules, the mean over a few if adaptive."""
+    from cliprank.cost.counting import count_macs, mean_counted_macs
+
+    plan = setting.method.plan()
+    if setting.method.adaptive:
+        few = min(8, images.shape[0])
+        return mean_counted_macs(model.visual, plan, images[:few], {k: _head(v, few) for k, v in meta.items()})
+    return count_macs(model.visual, plan, model.arch.image_size, {k: _head(v, 1) for k, v in meta.items()})
+
+
+def _head(value: Any, n: int) -> Any:
+    return value[:n] if isinstance(value, torch.Tensor) else value
+
+
+def run_evaluation(settings: EvaluateSettings, progress: Any = None) -> ReportWriter:
+    """Evaluate everything `settings` asks for into `settings.out`; returns the finished writer."""
+    from cliprank.data import load_dataset
+    from cliprank.models.loading import load_model
+
+    writer = ensure_writer(settings)
+    for name, pretrained in settings.models:
+        model = load_model(name, pretrained, device=settings.device)
+        resources = load_resources(model, settings, settings.methods)
+        rows = method_settings(model, settings.methods, settings.budgets, resources)
+        for dataset_name in settings.datasets:
+            dataset = load_dataset(
+                dataset_name, split=settings.split, root=settings.dataset_root, transform=model.preprocess,
+                limit=settings.limit, download=settings.download,
+            )
+            pending = [row for row in rows if not writer.has(settings_key(model, dataset.name, row))]
+            if not pending:
+                continue
+            golden = resources.rankings.get(dataset.name, settings.split) if resources.rankings else None
+            if any("rankings" in row.method.requires for row in pending):
+                golden = resources.rankings.require(dataset.name, settings.split)
+            classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
+            advance = None
+            if progress is not None:
+                task = progress.add_task(f"{model.name} · {dataset.name} · {len(pending)} settings", total=len(dataset))
+                advance = lambda n, task=task: progress.advance(task, n)  # noqa: E731
+            results, labels = evaluate_dataset(
+                model, dataset, settings.split, pending, classifier, settings.batch_size, settings.workers, golden,
+                on_batch=advance,
+            )
+            images, meta = probe_batch(model, dataset, settings.split, settings.batch_size, golden is not None)
+            unmeasured = [row for row in pending if row.speed is None]
+            if settings.measure_speed and unmeasured:
+                measure_speeds(model, unmeasured, images, meta, settings.timing_repeats)
+            for row in pending:
+                counted = row.gmacs_counted
+                if settings.count_flops and (counted is None or row.method.adaptive):
+                    counted = count_setting(model, row, images, meta) / 1e9
+                    row.gmacs_counted = None if row.method.adaptive else counted
+                record = build_record(model, dataset, row, results[row.key], labels, golden, row_extra(row, resources))
+                record.gmacs_counted = counted
+                writer.add(record)
+    writer.finalize()
+    return writer
+
+
+def row_extra(row: Setting, resources: Resources) -> dict[str, Any]:
+    """Provenance a reader needs beside the numbers (what a predictor or tokens were trained on)."""
+    extra: dict[str, Any] = {"declared_gmacs": row.solved.macs / 1e9}
+    if row.method.name == "predictor" and resources.predictor is not None:
+        extra["predictor_trained_on"] = resources.predictor.trained_on
+    if row.method.adaptive:
+        extra["note"] = "input-adaptive: gmacs and schedule are means over the evaluated images"
+    return extra

@@ -1,0 +1,1 @@
+"""The ranking predictor: model, training and saved files."""

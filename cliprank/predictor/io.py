@@ -1,0 +1,96 @@
+"""Saved predictors: weights + config + the fingerprint of the model they serve, in one safetensors file.
+
+A predictor reads one model's tokens at one block; loading it for another model would silently
+produce nonsense rankings, so the file records the model fingerprint and `load_predictor` refuses a
+mismatch. safetensors holds tensors only — nothing executable is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from cliprank.errors import CliprankError
+from cliprank.io import atomic_path
+from cliprank.models.loading import LoadedModel
+from cliprank.predictor.model import PredictorConfig, RankingPredictor
+
+FORMAT = "cliprank.predictor/1"
+
+
+@dataclass
+class LoadedPredictor:
+    module: RankingPredictor
+    block: int
+    model_fingerprint: str
+    trained_on: list[str]
+    info: dict[str, Any]
+
+    @property
+    def macs(self) -> int:
+        return self.module.macs()
+
+
+def save_predictor(
+    path: Path, module: RankingPredictor, model: LoadedModel, block: int, trained_on: list[str], info: dict[str, Any]
+) -> None:
+    header = {
+        "format": FORMAT,
+        "config": json.dumps(module.config.to_dict()),
+        "model": model.name,
+        "pretrained": model.pretrained,
+        "model_fingerprint": model.fingerprint,
+        "block": str(block),
+        "trained_on": json.dumps(trained_on),
+        "info": json.dumps(info),
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata=header)
+
+
+def load_predictor(path: Path, model: LoadedModel, device: str | torch.device | None = None) -> LoadedPredictor:
+    path = Path(path)
+    if not path.is_file():
+        raise CliprankError(f"predictor not found: {path}; train one with `cliprank train-predictor` or fix --predictor")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CliprankError(f"predictor {path} is unreadable or corrupt ({err}); retrain it") from err
+    if header.get("format") != FORMAT:
+        raise CliprankError(f"{path} is not a cliprank predictor (format {header.get('format')!r})")
+    if header.get("model_fingerprint") != model.fingerprint:
+        raise CliprankError(
+            f"predictor {path} was trained for {header.get('model')}/{header.get('pretrained')} "
+            f"(fingerprint {header.get('model_fingerprint')}), not {model.label}; train one for this model"
+        )
+    try:
+        config = PredictorConfig(**json.loads(header["config"]))
+        module = RankingPredictor(config)
+        module.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CliprankError(f"predictor {path} does not match its recorded config ({err}); retrain it") from err
+    module.eval().requires_grad_(False).to(device or model.device)
+    return LoadedPredictor(
+        module=module,
+        block=int(header["block"]),
+        model_fingerprint=header["model_fingerprint"],
+        trained_on=json.loads(header.get("trained_on", "[]")),
+        info=json.loads(header.get("info", "{}")),
+    )
+
+
+def default_predictor_path(model: LoadedModel) -> Path:
+    from cliprank.models import embedded
+
+    if model.pretrained == embedded.TAG:
+        return embedded.predictor_path()
+    raise CliprankError("predictor needs a trained predictor: pass --predictor FILE (see `cliprank train-predictor`)")

@@ -1,0 +1,75 @@
+"""The ranking predictor: a small head that scores patch tokens at the pruning layer.
+
+Patch Ranking (Wu, Lin, Hu, Morgado, WACV 2025) trains a lightweight predictor to approximate the
+golden ranking so pruning needs neither labels nor search at inference. cliprank's head follows the
+paper's shape — channel reduction, one MLP-Mixer block (Tolstikhin et al., "MLP-Mixer: An all-MLP
+Architecture for Vision", NeurIPS 2021), a linear head, one score per patch — but reads the tokens
+*entering the pruning block of the same model* (the authors' script used a second backbone's last
+layer: costly, and inconsistent with pruning at block 3). Its size follows the tower it serves
+(token count and width come from the architecture), and its MACs are part of every cost figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from cliprank.models.arch import VisionArch
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    tokens: int  # tokens entering the pruning block (class token + patches)
+    width: int  # channels of the tower
+    dim: int = 64  # reduced channels
+    token_hidden: int = 32  # hidden size of the token-mixing MLP
+    channel_hidden: int = 256  # hidden size of the channel-mixing MLP
+
+    @classmethod
+    def for_arch(cls, arch: VisionArch, **overrides: int) -> PredictorConfig:
+        return cls(tokens=arch.tokens, width=arch.width, **overrides)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class RankingPredictor(nn.Module):
+    """Tokens (B, N, C) at the pruning layer → patch scores (B, N-1), higher = keep."""
+
+    def __init__(self, config: PredictorConfig):
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.norm_in = nn.LayerNorm(config.width)
+        self.reduce = nn.Linear(config.width, d)
+        self.norm_tokens = nn.LayerNorm(d)
+        self.token_mlp = nn.Sequential(
+            nn.Linear(config.tokens, config.token_hidden), nn.GELU(), nn.Linear(config.token_hidden, config.tokens)
+        )
+        self.norm_channels = nn.LayerNorm(d)
+        self.channel_mlp = nn.Sequential(
+            nn.Linear(d, config.channel_hidden), nn.GELU(), nn.Linear(config.channel_hidden, d)
+        )
+        self.head = nn.Linear(d, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1:] != (self.config.tokens, self.config.width):
+            raise ValueError(
+                f"predictor expects (B, {self.config.tokens}, {self.config.width}) tokens, got {tuple(tokens.shape)}"
+            )
+        x = self.reduce(self.norm_in(tokens.to(self.reduce.weight.dtype)))
+        x = x + self.token_mlp(self.norm_tokens(x).transpose(1, 2)).transpose(1, 2)
+        x = x + self.channel_mlp(self.norm_channels(x))
+        return self.head(x[:, 1:]).squeeze(-1)
+
+    def macs(self) -> int:
+        """Multiply-adds per image (linear layers only, the fvcore convention)."""
+        c = self.config
+        return (
+            c.tokens * c.width * c.dim  # channel reduction
+            + 2 * c.dim * c.tokens * c.token_hidden  # token mixing
+            + 2 * c.tokens * c.dim * c.channel_hidden  # channel mixing
+            + (c.tokens - 1) * c.dim  # head
+        )

@@ -1,0 +1,96 @@
+"""The `train-predictor` pipeline: golden rankings + cached features → a saved, validated predictor.
+
+Training data are the golden rankings of each dataset's train split; validation uses a held-out
+split (the embedded datasets' `val`, composed from train sources, never test). After training, the
+best epoch is also judged where it matters: zero-shot accuracy on the held-out split when pruning
+with it, beside the unpruned model and the golden ranking at the same keep count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cliprank.errors import CliprankError
+from cliprank.models.loading import LoadedModel
+from cliprank.predictor.features import block_features
+from cliprank.predictor.io import LoadedPredictor, save_predictor
+from cliprank.predictor.train import TrainingData, TrainSettings, align, concatenate, train
+from cliprank.search.store import RankingIndex
+
+
+@dataclass
+class PredictorJob:
+    datasets: list[str]
+    rankings: list[Path]
+    out: Path
+    train_split: str = "train"
+    val_split: str = "val"
+    limit: int | None = None
+    dataset_root: Path | None = None
+    settings: TrainSettings = field(default_factory=TrainSettings)
+
+
+def split_data(model: LoadedModel, job: PredictorJob, index: RankingIndex, split: str, progress: Any) -> tuple[TrainingData, int]:
+    from cliprank.data import load_dataset
+
+    parts, blocks = [], set()
+    for name in job.datasets:
+        dataset = load_dataset(name, split=split, root=job.dataset_root, transform=model.preprocess, limit=job.limit)
+        lookup = index.require(dataset.name, split)
+        block = lookup.rankings.meta.settings["block"]
+        blocks.add(block)
+        features = block_features(model, dataset, block, progress=progress)
+        parts.append(align(features, lookup.rankings, f"{dataset.name}/{split}"))
+    if len(blocks) != 1:
+        raise CliprankError(f"rankings were searched at different blocks {sorted(blocks)}; train one predictor per block")
+    return concatenate(parts), blocks.pop()
+
+
+def heldout_accuracy(
+    model: LoadedModel, job: PredictorJob, predictor: LoadedPredictor, index: RankingIndex, keep: float
+) -> dict[str, dict[str, float]]:
+    """Top-1 on the held-out split: unpruned, predictor and golden at the search's keep fraction."""
+    from cliprank.data import load_dataset
+    from cliprank.evaluate import Setting, evaluate_dataset
+    from cliprank.methods.base import Resources
+    from cliprank.cost.budget import solve
+    from cliprank.zeroshot import metrics, zero_shot_classifier
+
+    resources = Resources(rankings=index, predictor=predictor)
+    rows = [
+        Setting("none", solve("none", model.arch, {}, None, resources)),
+        Setting("predictor", solve("predictor", model.arch, {"keep": keep, "block": predictor.block}, None, resources)),
+        Setting("golden", solve("golden", model.arch, {"keep": keep, "block": predictor.block}, None, resources)),
+    ]
+    table: dict[str, dict[str, float]] = {}
+    for name in job.datasets:
+        dataset = load_dataset(name, split=job.val_split, root=job.dataset_root, transform=model.preprocess, limit=job.limit)
+        classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
+        results, labels = evaluate_dataset(model, dataset, job.val_split, rows, classifier, 128, 0, None)
+        table[dataset.name] = {
+            row.spec: metrics(torch.cat(results[row.key].logits), labels)["acc1"] for row in rows
+        }
+    return table
+
+
+def run_training(model: LoadedModel, job: PredictorJob, progress: Any = None) -> tuple[Path, dict[str, Any]]:
+    index = RankingIndex(job.rankings, model.fingerprint)
+    if not index:
+        raise CliprankError("no rankings of this model were found in --rankings; run `cliprank search` for it first")
+    train_data, block = split_data(model, job, index, job.train_split, progress)
+    val_data, val_block = split_data(model, job, index, job.val_split, progress)
+    if val_block != block:
+        raise CliprankError(f"train rankings are for block {block} but validation rankings for block {val_block}")
+    checkpoint = job.out.with_name(job.out.name + ".ckpt")
+    module, history = train(model, train_data, val_data, job.settings, checkpoint, progress)
+    predictor = LoadedPredictor(module, block, model.fingerprint, list(job.datasets), {})
+    keep = train_data.kept / model.arch.patches
+    accuracy = heldout_accuracy(model, job, predictor, index, keep)
+    info = {**history, "keep": keep, "heldout_split": job.val_split, "heldout_top1": accuracy, "macs": module.macs()}
+    save_predictor(job.out, module, model, block, list(job.datasets), info)
+    checkpoint.unlink(missing_ok=True)
+    return job.out, info

@@ -1,0 +1,261 @@
+"""Greedy search for an image's golden ranking of patch tokens (Patch Ranking, Wu et al., WACV 2025).
+
+At the pruning block, every candidate change — removing one unit (a patch or a k×k block) from the
+remaining set (`backward`, the paper's), or adding one unit to the kept set starting from the class
+token alone (`forward`) — is scored by running the remaining blocks; each step commits the units
+whose removal hurts least (or whose addition helps most) until `step_tokens` patches have moved,
+and steps repeat until `total` of the patches are removed (backward) or kept (forward).
+
+Where the arithmetic goes, and nowhere else:
+- blocks before the pruning layer run once per image (their output is shared by all candidates);
+- candidates of all images in a chunk are evaluated together, grouped by token count so every
+  batch is rectangular, in batches capped by `max_batch_tokens` (the memory knob);
+- the text classifier for `label`/`max` scores is computed once, outside.
+
+Final ranking, most to least important. Backward: surviving units by how much their removal hurt
+(most first), then removed units, latest removed first. Forward: added units in the order they
+were added, then the rest by how much they would have helped. Patches within a unit keep grid order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from cliprank.engine.forward import embed, pool, run_blocks
+from cliprank.engine.plan import Plan
+from cliprank.engine.state import TokenState
+from cliprank.errors import CliprankError
+from cliprank.models.arch import VisionArch
+from cliprank.search.units import make_units, unit_matrix
+
+SCORE_MODES = ("similarity", "label", "max")
+DIRECTIONS = ("backward", "forward")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    block: int = 3
+    unit: int = 2
+    step_tokens: int = 10
+    total: float = 0.4
+    score: str = "similarity"
+    direction: str = "backward"
+
+    def validate(self, arch: VisionArch) -> None:
+        problems = {
+            "block": None if 0 < self.block < arch.depth else f"must be in 1..{arch.depth - 1}",
+            "unit": None if 1 <= self.unit <= min(arch.grid) else f"must be in 1..{min(arch.grid)}",
+            "step_tokens": None if self.step_tokens >= 1 else "must be >= 1",
+            "total": None if 0 < self.total < 1 else "must be a fraction in (0, 1)",
+            "score": None if self.score in SCORE_MODES else f"must be one of {', '.join(SCORE_MODES)}",
+            "direction": None if self.direction in DIRECTIONS else f"must be one of {', '.join(DIRECTIONS)}",
+        }
+        for name, problem in problems.items():
+            if problem:
+                raise CliprankError(f"search: {name}={getattr(self, name)!r} {problem}")
+
+    def total_patches(self, patches: int) -> int:
+        """Patches removed in total (backward) — forward keeps the complement."""
+        return max(1, min(patches - 1, round(self.total * patches)))
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class SearchResult:
+    ranking: torch.Tensor  # (B, P) int64 patch indices, most important first
+    step_of: torch.Tensor  # (B, P) int64 step a patch left (backward) / joined (forward); -1 = never
+    trajectory: torch.Tensor  # (B, steps + 1) float32 score after each step (index 0: before any), NaN-padded
+
+
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (embeddings (G, D), image ids (G,)) -> (G,)
+
+
+def make_scorer(
+    mode: str, reference: torch.Tensor, classifier: torch.Tensor | None, labels: torch.Tensor | None
+) -> Scorer:
+    """Score of candidate embeddings for their images; higher = the candidate set is better."""
+    if mode == "similarity":
+        target = F.normalize(reference.float(), dim=-1)
+
+        def similarity(embeddings: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+            return (F.normalize(embeddings.float(), dim=-1) * target[images]).sum(-1)
+
+        return similarity
+    if classifier is None:
+        raise CliprankError(f"search: score '{mode}' needs the dataset's text classifier")
+    if mode == "label":
+        if labels is None:
+            raise CliprankError("search: score 'label' needs ground-truth labels")
+        classes = labels
+    else:  # "max": the class the unpruned model predicts, so no label is needed
+        classes = (F.normalize(reference.float(), dim=-1) @ classifier.float()).argmax(-1)
+    columns = classifier.float().t()[classes]  # (B, D)
+
+    def class_logit(embeddings: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return 100.0 * (F.normalize(embeddings.float(), dim=-1) * columns[images]).sum(-1)
+
+    return class_logit
+
+
+class CandidateEvaluator:
+    """Runs the blocks after the pruning layer on many kept-patch sets, batched by token count."""
+
+    def __init__(self, visual: torch.nn.Module, tokens: torch.Tensor, block: int, max_batch_tokens: int):
+        self.visual = visual
+        self.tokens = tokens  # (B, N, C) entering the pruning block
+        self.block = block
+        self.max_batch_tokens = max_batch_tokens
+        self.plan = Plan.identity(len(visual.transformer.resblocks))
+        self.token_count = 0  # tokens entering the remaining blocks, summed over candidates (for benchmarks)
+
+    @torch.no_grad()
+    def embeddings(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Final embeddings (G, D) for image ids (G,) keeping patches keep (G, P) bool."""
+        out = torch.empty(len(images), self.visual.output_dim, device=self.tokens.device)
+        lengths = keep.sum(1)
+        for length in lengths.unique().tolist():
+            members = (lengths == length).nonzero().squeeze(1)
+            per_batch = max(1, self.max_batch_tokens // (length + 1))
+            for start in range(0, len(members), per_batch):
+                chosen = members[start : start + per_batch]
+                patch_index = keep[chosen].nonzero()[:, 1].view(len(chosen), length) + 1
+                cls = torch.zeros(len(chosen), 1, dtype=patch_index.dtype, device=patch_index.device)
+                index = torch.cat([cls, patch_index], dim=1)
+                x = self.tokens[images[chosen][:, None], index]
+                state = run_blocks(self.visual, TokenState.initial(x), self.plan, start=self.block)
+                out[chosen] = pool(self.visual, state).float()
+                self.token_count += x.shape[0] * x.shape[1]
+        return out
+
+
+SetScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (image ids (G,), keep (G, P) bool) -> (G,)
+
+
+def greedy_rankings(
+    score_sets: SetScorer, batch: int, grid: tuple[int, int], settings: SearchSettings, device: torch.device | str = "cpu"
+) -> SearchResult:
+    """The greedy search itself, for any scorer of kept-patch sets (the model, or a test's planted one)."""
+    patches = grid[0] * grid[1]
+    units = make_units(grid, settings.unit)
+    members = unit_matrix(units, patches).to(device)  # (U, P)
+    sizes = members.sum(1)
+    backward = settings.direction == "backward"
+    goal = settings.total_patches(patches) if backward else patches - settings.total_patches(patches)
+
+    chosen = torch.zeros(batch, len(units), dtype=torch.bool, device=device)  # removed (bwd) / added (fwd)
+    step_of = torch.full((batch, len(units)), -1, dtype=torch.long, device=device)
+    last_score = torch.full((batch, len(units)), float("nan"), device=device)
+    moved = torch.zeros(batch, dtype=torch.long, device=device)
+    all_ids = torch.arange(batch, device=device)
+    max_steps = math.ceil(goal / settings.step_tokens) + len(units)
+    trajectory = torch.full((batch, max_steps + 1), float("nan"))
+    trajectory[:, 0] = score_sets(all_ids, _kept(chosen, members, backward)).cpu()
+
+    for step in range(max_steps):
+        fits = (~chosen) & (moved[:, None] + sizes[None, :] <= goal)
+        if not fits.any():
+            break
+        image_ids, unit_ids = fits.nonzero(as_tuple=True)
+        kept_now = _kept(chosen, members, backward)
+        flip = members[unit_ids]
+        candidate_keep = kept_now[image_ids] & ~flip if backward else kept_now[image_ids] | flip
+        candidate_scores = score_sets(image_ids, candidate_keep)
+        last_score[image_ids, unit_ids] = candidate_scores.to(last_score.dtype)
+        for image in image_ids.unique().tolist():
+            mine = image_ids == image
+            order = candidate_scores[mine].argsort(descending=True, stable=True)
+            moved_here = 0
+            for unit in unit_ids[mine][order].tolist():
+                if moved_here >= settings.step_tokens:
+                    break
+                if int(moved[image]) + int(sizes[unit]) > goal:
+                    continue
+                chosen[image, unit] = True
+                step_of[image, unit] = step
+                moved[image] += sizes[unit]
+                moved_here += int(sizes[unit])
+        active = image_ids.unique()
+        kept_now = _kept(chosen, members, backward)
+        trajectory[active.cpu(), step + 1] = score_sets(active, kept_now[active]).cpu()
+
+    ranking_units = _order_units(chosen, step_of, last_score, backward)
+    ranking, patch_step = _expand(ranking_units, units, step_of, patches)
+    used = int((~trajectory.isnan()).any(0).nonzero().max()) + 1
+    return SearchResult(ranking=ranking, step_of=patch_step, trajectory=trajectory[:, :used])
+
+
+@torch.no_grad()
+def search_batch(
+    visual: torch.nn.Module,
+    arch: VisionArch,
+    images: torch.Tensor,
+    settings: SearchSettings,
+    classifier: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    max_batch_tokens: int = 32768,
+) -> tuple[SearchResult, CandidateEvaluator]:
+    """Golden rankings of a batch of preprocessed images, searched in lockstep with the model."""
+    settings.validate(arch)
+    identity = Plan.identity(arch.depth)
+    entering = run_blocks(visual, embed(visual, images), identity, stop=settings.block)
+    reference = pool(visual, run_blocks(visual, entering, identity, start=settings.block))
+    score = make_scorer(settings.score, reference, classifier, labels)
+    evaluator = CandidateEvaluator(visual, entering.x, settings.block, max_batch_tokens)
+
+    def score_sets(image_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        return score(evaluator.embeddings(image_ids, keep), image_ids)
+
+    result = greedy_rankings(score_sets, images.shape[0], arch.grid, settings, images.device)
+    return result, evaluator
+
+
+def _kept(chosen: torch.Tensor, members: torch.Tensor, backward: bool) -> torch.Tensor:
+    """(B, P) bool: patches currently kept."""
+    touched = (chosen.float() @ members.float()) > 0
+    return ~touched if backward else touched
+
+
+def _order_units(chosen: torch.Tensor, step_of: torch.Tensor, last_score: torch.Tensor, backward: bool):
+    """Unit indices per image, most important first (see the module docstring)."""
+    orders = []
+    for image in range(chosen.shape[0]):
+        scores = last_score[image].nan_to_num(float("inf") if backward else float("-inf")).tolist()
+        steps = step_of[image].tolist()
+        units = range(chosen.shape[1])
+        if backward:
+            survivors = sorted((u for u in units if steps[u] < 0), key=lambda u: (scores[u], u))
+            removed = sorted((u for u in units if steps[u] >= 0), key=lambda u: (-steps[u], scores[u], u))
+            orders.append(survivors + removed)
+        else:
+            added = sorted((u for u in units if steps[u] >= 0), key=lambda u: (steps[u], -scores[u], u))
+            rest = sorted((u for u in units if steps[u] < 0), key=lambda u: (-scores[u], u))
+            orders.append(added + rest)
+    return orders
+
+
+def _expand(orders: list[list[int]], units: list[list[int]], step_of: torch.Tensor, patches: int):
+    ranking = torch.empty(len(orders), patches, dtype=torch.long)
+    patch_step = torch.empty(len(orders), patches, dtype=torch.long)
+    for image, order in enumerate(orders):
+        flat = [patch for unit in order for patch in units[unit]]
+        ranking[image] = torch.tensor(flat)
+        for unit, members in enumerate(units):
+            patch_step[image, members] = int(step_of[image, unit])
+    return ranking, patch_step
+
+
+def ranking_to_scores(ranking: torch.Tensor) -> torch.Tensor:
+    """Per-patch importance scores (B, P) from rankings: P for the first patch down to 1 for the last."""
+    patches = ranking.shape[1]
+    scores = torch.empty(ranking.shape, dtype=torch.float32)
+    values = torch.arange(patches, 0, -1, dtype=torch.float32).expand_as(ranking)
+    return scores.scatter_(1, ranking.long(), values)

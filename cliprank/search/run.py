@@ -1,0 +1,120 @@
+"""The `search` pipeline: golden rankings for a dataset split, chunked, resumable, shardable.
+
+Images are processed in chunks of `chunk_size` consecutive items. Chunk k always holds the same
+images whatever the number of processes, so a rerun — or a run with another world size — recomputes
+nothing already written and produces identical rankings. Each process takes chunks k ≡ rank (mod
+world size) and writes them atomically; the process of rank 0 merges them into the rankings file.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cliprank.data.items import ZeroShotDataset
+from cliprank.models.loading import LoadedModel
+from cliprank.search.greedy import SearchSettings, search_batch
+from cliprank.search.store import RankingsMeta, RankingStore, image_hashes
+from cliprank.zeroshot import zero_shot_classifier
+
+
+@dataclass
+class SearchStats:
+    images: int = 0
+    seconds: float = 0.0
+    candidate_tokens: int = 0  # tokens run through the blocks after the pruning layer
+
+    @property
+    def images_per_hour(self) -> float:
+        return 3600 * self.images / self.seconds if self.seconds else float("nan")
+
+
+def default_output(model: LoadedModel, dataset: ZeroShotDataset, settings: SearchSettings) -> Path:
+    return Path("runs") / "rankings" / f"{model.name}-{dataset.name}-{dataset.split}-{settings.key()}.rankings"
+
+
+def rankings_meta(
+    model: LoadedModel, dataset: ZeroShotDataset, settings: SearchSettings, chunk_size: int
+) -> RankingsMeta:
+    return RankingsMeta(
+        model=model.name,
+        pretrained=model.pretrained,
+        model_fingerprint=model.fingerprint,
+        dataset=dataset.name,
+        split=dataset.split,
+        dataset_fingerprint=dataset.fingerprint,
+        images=len(dataset),
+        patches=model.arch.patches,
+        grid=tuple(model.arch.grid),
+        settings=asdict(settings),
+        chunk_size=chunk_size,
+    )
+
+
+def chunk_items(dataset: ZeroShotDataset, chunk: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, labels and dataset indices of chunk `chunk` (positions chunk·size ... in item order)."""
+    start = chunk * chunk_size
+    items = [dataset.dataset[p] for p in range(start, min(start + chunk_size, len(dataset)))]
+    images = torch.stack([image for image, _, _ in items])
+    labels = torch.tensor([label for _, label, _ in items])
+    indices = torch.tensor([index for _, _, index in items])
+    return images, labels, indices
+
+
+def run_search(
+    model: LoadedModel,
+    dataset: ZeroShotDataset,
+    settings: SearchSettings,
+    out: Path,
+    chunk_size: int = 64,
+    max_batch_tokens: int = 32768,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: Any = None,
+    merge: bool = True,
+) -> tuple[Path | None, SearchStats]:
+    """Search every image of `dataset`; returns the merged rankings file (rank 0) and this process's stats."""
+    settings.validate(model.arch)
+    store = RankingStore(out, rankings_meta(model, dataset, settings, chunk_size))
+    stats = SearchStats()
+    if store.is_complete():
+        return store.path, stats
+    chunks = math.ceil(len(dataset) / chunk_size)
+    done = store.done_chunks()
+    mine = [c for c in range(chunks) if c % world_size == rank and c not in done]
+    classifier = None
+    if settings.score in ("label", "max"):
+        classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
+    task = None
+    if progress is not None:
+        remaining = sum(min(chunk_size, len(dataset) - c * chunk_size) for c in mine)
+        task = progress.add_task(f"search · {dataset.name}/{dataset.split}", total=remaining)
+    for chunk in mine:
+        images, labels, indices = chunk_items(dataset, chunk, chunk_size)
+        images = images.to(model.device)
+        began = time.perf_counter()
+        result, evaluator = search_batch(
+            model.visual, model.arch, images, settings, classifier, labels.to(model.device), max_batch_tokens
+        )
+        stats.seconds += time.perf_counter() - began
+        stats.images += len(indices)
+        stats.candidate_tokens += evaluator.token_count
+        store.write_chunk(chunk, indices, image_hashes(images), result)
+        if progress is not None:
+            progress.advance(task, len(indices))
+    if not merge or rank != 0:
+        return None, stats
+    return store.merge(chunks), stats
+
+
+def finish(model: LoadedModel, dataset: ZeroShotDataset, settings: SearchSettings, out: Path, chunk_size: int) -> Path:
+    """Merge all chunks into the rankings file (after every process finished); idempotent."""
+    store = RankingStore(out, rankings_meta(model, dataset, settings, chunk_size))
+    if store.is_complete():
+        return store.path
+    return store.merge(math.ceil(len(dataset) / chunk_size))

@@ -1,0 +1,1 @@
+"""Learnable tokens that recover the accuracy pruning costs (Patch Ranking's third phase)."""

@@ -1,0 +1,126 @@
+"""Saved learnable tokens: tensors + the pruning setup and model they were trained for.
+
+Tokens compensate one specific pruning setup (method, knob values, block) of one specific model, so
+the file records both; `load_tokens` refuses another model and `TokensSet.for_setup` refuses another
+setup, each in one line that says what the tokens were trained for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from cliprank.errors import CliprankError
+from cliprank.io import atomic_path
+from cliprank.models.loading import LoadedModel
+from cliprank.tokens.model import LearnedTokens, TokenConfig
+
+FORMAT = "cliprank.tokens/1"
+
+
+@dataclass
+class LoadedTokens:
+    module: LearnedTokens
+    setup: dict[str, Any]  # {"method": name, "values": {...}}
+    info: dict[str, Any]
+    path: Path
+
+    def matches(self, method: str, values: dict[str, Any]) -> bool:
+        return self.setup["method"] == method and _canonical(self.setup["values"]) == _canonical(values)
+
+    def describe(self) -> str:
+        values = ", ".join(f"{k}={v}" for k, v in sorted(self.setup["values"].items()))
+        return f"{self.setup['method']}({values})"
+
+
+def _canonical(values: dict[str, Any]) -> str:
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, float):
+            return round(value, 9)
+        return value
+
+    return json.dumps({k: plain(v) for k, v in values.items() if k != "kept_patches"}, sort_keys=True)
+
+
+def save_tokens(path: Path, module: LearnedTokens, model: LoadedModel, setup: dict[str, Any], info: dict[str, Any]) -> None:
+    header = {
+        "format": FORMAT,
+        "config": json.dumps(module.config.to_dict()),
+        "model": model.name,
+        "pretrained": model.pretrained,
+        "model_fingerprint": model.fingerprint,
+        "setup": json.dumps(setup),
+        "info": json.dumps(info),
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(Path(path)) as tmp:
+        save_file(state, str(tmp), metadata=header)
+
+
+def load_tokens_file(path: Path, model: LoadedModel) -> LoadedTokens:
+    path = Path(path)
+    if not path.is_file():
+        raise CliprankError(f"tokens file not found: {path}; train tokens with `cliprank add-tokens` or fix --tokens")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CliprankError(f"tokens file {path} is unreadable or corrupt ({err}); retrain it") from err
+    if header.get("format") != FORMAT:
+        raise CliprankError(f"{path} is not a cliprank tokens file (format {header.get('format')!r})")
+    if header.get("model_fingerprint") != model.fingerprint:
+        raise CliprankError(
+            f"tokens {path} were trained for {header.get('model')}/{header.get('pretrained')}, not {model.label}; "
+            "train tokens for this model"
+        )
+    try:
+        module = LearnedTokens(TokenConfig(**json.loads(header["config"])))
+        module.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CliprankError(f"tokens file {path} does not match its recorded config ({err}); retrain it") from err
+    module.eval().requires_grad_(False).to(model.device)
+    return LoadedTokens(module, json.loads(header["setup"]), json.loads(header.get("info", "{}")), path)
+
+
+@dataclass
+class TokensSet:
+    """Every tokens file given for a model; a method+tokens row picks the one trained for its setup."""
+
+    items: list[LoadedTokens]
+
+    def for_setup(self, method: str, values: dict[str, Any]) -> LoadedTokens:
+        for item in self.items:
+            if item.matches(method, values):
+                return item
+        have = "; ".join(item.describe() for item in self.items) or "none"
+        wanted = ", ".join(f"{k}={v}" for k, v in sorted(values.items()) if k != "kept_patches")
+        raise CliprankError(
+            f"no learned tokens for {method}({wanted}) (have: {have}); train them with `cliprank add-tokens` "
+            "for this setup or evaluate the setup the tokens were trained for"
+        )
+
+
+def load_tokens(path: Path, model: LoadedModel) -> TokensSet:
+    """A tokens file, or a folder of them."""
+    path = Path(path)
+    files = sorted(path.glob("*.tokens.safetensors")) if path.is_dir() else [path]
+    if path.is_dir() and not files:
+        raise CliprankError(f"no *.tokens.safetensors files in {path}")
+    return TokensSet([load_tokens_file(file, model) for file in files])
+
+
+def default_tokens_path(model: LoadedModel) -> Path:
+    from cliprank.models import embedded
+
+    if model.pretrained == embedded.TAG:
+        return embedded.tokens_dir()
+    raise CliprankError("METHOD+tokens needs learned tokens: pass --tokens FILE (see `cliprank add-tokens`)")

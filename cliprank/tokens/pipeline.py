@@ -1,0 +1,124 @@
+"""The `add-tokens` pipeline: solve the pruning setup, train tokens for it, judge them, save them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cliprank.cost.budget import solve
+from cliprank.errors import CliprankError
+from cliprank.methods.base import Method, Resources, method_class
+from cliprank.methods.with_tokens import SUFFIX
+from cliprank.models.loading import LoadedModel
+from cliprank.tokens.io import LoadedTokens, TokensSet, save_tokens
+from cliprank.tokens.model import LearnedTokens, TokenConfig
+from cliprank.tokens.train import TokenTrainSettings, check_token_config, prepare_split, train_tokens
+
+
+@dataclass
+class TokensJob:
+    method: str
+    values: dict[str, Any]
+    budget: float | None
+    datasets: list[str]
+    out: Path
+    count: int = 4
+    block: int | None = None  # default: the method's pruning block
+    placement: str = "shallow"
+    text_context: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
+    limit: int | None = None
+    dataset_root: Path | None = None
+    rankings: list[Path] = field(default_factory=list)
+    predictor: Path | None = None
+    settings: TokenTrainSettings = field(default_factory=TokenTrainSettings)
+
+
+def base_resources(model: LoadedModel, job: TokensJob, base: type[Method]) -> Resources:
+    resources = Resources()
+    if "rankings" in base.requires:
+        from cliprank.models import embedded
+        from cliprank.search.store import RankingIndex
+
+        paths = job.rankings or ([embedded.rankings_dir()] if model.pretrained == embedded.TAG else [])
+        resources.rankings = RankingIndex(paths, model.fingerprint)
+    if "predictor" in base.requires:
+        from cliprank.predictor.io import default_predictor_path, load_predictor
+
+        resources.predictor = load_predictor(job.predictor or default_predictor_path(model), model)
+    return resources
+
+
+def solve_setup(model: LoadedModel, job: TokensJob, tokens: LearnedTokens) -> tuple[Method, Resources]:
+    """The base method's setting the tokens are for, solved *with* the tokens' cost when a budget is given."""
+    if job.method.endswith(SUFFIX):
+        raise CliprankError(f"add-tokens: give the base method ('{job.method[: -len(SUFFIX)]}'), not '{job.method}'")
+    base = method_class(job.method)
+    resources = base_resources(model, job, base)
+    placeholder = LoadedTokens(tokens, {"method": job.method, "values": {}}, {}, job.out)
+    resources.tokens = TokensSet([placeholder])
+    solved = solve(job.method + SUFFIX, model.arch, job.values, job.budget, resources).method
+    base_method = base(model.arch, resources, **solved.values)
+    return base_method, resources
+
+
+def default_block(values: dict[str, Any], depth: int) -> int:
+    """Where the tokens go by default: the method's (first) pruning block."""
+    from cliprank.methods.base import int_tuple
+    from cliprank.methods.prune_at import DEFAULT_BLOCK
+
+    if values.get("block") is not None:
+        return int(values["block"])
+    if values.get("blocks") is not None:
+        return min(int_tuple(values["blocks"]))
+    return min(DEFAULT_BLOCK, depth - 1)
+
+
+def run_add_tokens(model: LoadedModel, job: TokensJob, progress: Any = None) -> tuple[Path, dict[str, Any]]:
+    from cliprank.data import load_dataset
+
+    job.settings.validate()
+    block = job.block if job.block is not None else default_block(job.values, model.arch.depth)
+    check_token_config(job.count, block, job.placement, job.text_context, model.arch.depth, job.settings.objective)
+    config = TokenConfig(
+        count=job.count, block=block, placement=job.placement, text_context=job.text_context,
+        width=model.arch.width, text_width=model.model.token_embedding.embedding_dim, depth=model.arch.depth,
+    )
+    tokens = LearnedTokens(config).to(model.device)
+    method, _ = solve_setup(model, job, tokens)
+
+    def splits(split: str):
+        return [
+            prepare_split(
+                model,
+                load_dataset(name, split=split, root=job.dataset_root, transform=model.preprocess, limit=job.limit),
+                method, block, progress,
+            )
+            for name in job.datasets
+        ]
+
+    train_splits, val_splits = splits(job.train_split), splits(job.val_split)
+    checkpoint = job.out.with_name(job.out.name + ".ckpt")
+    tokens.train()
+    history = train_tokens(model, method, tokens, train_splits, val_splits, job.settings, checkpoint, progress)
+    tokens.eval()
+    without = _without_tokens(model, method, tokens, val_splits)
+    setup = {"method": method.name, "values": _plain(method.values), "budget": job.budget}
+    info = {**history, "trained_on": job.datasets, "heldout_split": job.val_split, "heldout_without_tokens": without}
+    save_tokens(job.out, tokens, model, setup, info)
+    checkpoint.unlink(missing_ok=True)
+    return job.out, info
+
+
+def _without_tokens(model, method, tokens, val_splits) -> dict[str, Any]:
+    """The same validation with zero tokens: what the tokens are compared against."""
+    from cliprank.tokens.train import TokenForward, validate
+
+    empty = LearnedTokens(TokenConfig(**{**tokens.config.to_dict(), "count": 0, "text_context": 0}))
+    return validate(TokenForward(model, method, empty, tokens.config.block), val_splits)
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

@@ -1,0 +1,258 @@
+"""Train learnable tokens for one pruning setup, with CLIP frozen.
+
+Objectives:
+- `distill` (default, label-free): make the pruned model's image embedding match the unpruned one's,
+  loss = 1 − cos. No labels are used, so the tokens are not tied to a dataset's classes.
+- `fewshot`: cross-entropy of 100·cos against the zero-shot classifier on K images per class
+  (with optional learned text context, CoOp-style).
+
+Only the tokens (and text context) have gradients. The tokens entering the insertion block do not
+depend on them, so when the method leaves those blocks untouched they come from the feature cache
+shared with the predictor, and only the blocks from the insertion point on run each step. Training
+validates every epoch on a held-out split, keeps the best epoch, and resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cliprank.data.items import ZeroShotDataset
+from cliprank.engine.forward import pool, run_blocks
+from cliprank.engine.plan import Plan
+from cliprank.engine.state import TokenState
+from cliprank.errors import CliprankError
+from cliprank.io import atomic_save_torch
+from cliprank.methods.base import Method
+from cliprank.models.loading import LoadedModel
+from cliprank.predictor.features import block_features
+from cliprank.tokens.model import PLACEMENTS, LearnedTokens
+from cliprank.zeroshot import LOGIT_SCALE, compute_classifier
+
+OBJECTIVES = ("distill", "fewshot")
+
+
+@dataclass(frozen=True)
+class TokenTrainSettings:
+    objective: str = "distill"
+    shots: int = 16
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        checks = {
+            "objective": (self.objective in OBJECTIVES, f"must be one of {', '.join(OBJECTIVES)}"),
+            "shots": (self.shots >= 1, "must be >= 1"),
+            "epochs": (self.epochs >= 1, "must be >= 1"),
+            "batch_size": (self.batch_size >= 1, "must be >= 1"),
+            "lr": (self.lr > 0, "must be > 0"),
+        }
+        for name, (ok, problem) in checks.items():
+            if not ok:
+                raise CliprankError(f"add-tokens: {name}={getattr(self, name)!r} {problem}")
+
+
+def check_token_config(count: int, block: int, placement: str, text_context: int, depth: int, objective: str) -> None:
+    if count < 0:
+        raise CliprankError(f"add-tokens: count={count} must be >= 0")
+    if not 0 <= block < depth:
+        raise CliprankError(f"add-tokens: block={block} must be in 0..{depth - 1}")
+    if placement not in PLACEMENTS:
+        raise CliprankError(f"add-tokens: placement={placement!r} must be one of {', '.join(PLACEMENTS)}")
+    if text_context < 0:
+        raise CliprankError(f"add-tokens: text-context={text_context} must be >= 0")
+    if text_context and objective != "fewshot":
+        raise CliprankError("add-tokens: text context only learns from labels; use --objective fewshot with it")
+
+
+@dataclass
+class SplitData:
+    """One dataset split ready for token training: entering tokens, targets, labels, classifier."""
+
+    dataset: ZeroShotDataset
+    entering: torch.Tensor  # (N, T, C) tokens entering the insertion block (fp16)
+    target: torch.Tensor  # (N, D) unpruned embeddings, normalised
+    labels: torch.Tensor  # (N,)
+    index: torch.Tensor  # (N,) dataset indices
+    image_hash: torch.Tensor  # (N,)
+    classifier: torch.Tensor  # (D, K)
+
+
+def _prefix_is_identity(plan: Plan, block: int) -> bool:
+    return all(layer.is_identity for layer in plan.layers[:block])
+
+
+@torch.no_grad()
+def prepare_split(
+    model: LoadedModel, dataset: ZeroShotDataset, method: Method, block: int, progress: Any = None
+) -> SplitData:
+    """Tokens entering `block` under the method's plan, and the unpruned targets, for every image."""
+    identity = Plan.identity(model.arch.depth)
+    plan = method.plan()
+    if not _prefix_is_identity(plan, block):
+        raise CliprankError(
+            f"add-tokens: {method.name} reduces tokens before block {block}; insert the tokens at or before "
+            "its first reduction (--block)"
+        )
+    features = block_features(model, dataset, block, progress=progress)
+    targets = []
+    for start in range(0, len(features.tokens), 256):
+        state = TokenState.initial(features.tokens[start : start + 256].float().to(model.device))
+        targets.append(F.normalize(pool(model.visual, run_blocks(model.visual, state, identity, start=block)), dim=-1))
+    classifier = compute_classifier(model, dataset.classnames, dataset.templates)
+    return SplitData(
+        dataset=dataset,
+        entering=features.tokens,
+        target=torch.cat(targets).float(),
+        labels=features.labels,
+        index=features.index,
+        image_hash=features.image_hash,
+        classifier=classifier,
+    )
+
+
+def few_shot_rows(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor:
+    """K rows per class, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().squeeze(1)
+        rows.append(members[torch.randperm(len(members), generator=generator)[:shots]])
+    return torch.cat(rows).sort().values
+
+
+class TokenForward:
+    """The forward from the insertion block with the method's plan followed by the tokens."""
+
+    def __init__(self, model: LoadedModel, method: Method, tokens: LearnedTokens, block: int):
+        self.model = model
+        self.block = block
+        self.tokens = tokens
+        self.plan = method.plan().then(tokens.plan())
+
+    def embeddings(self, data: SplitData, rows: torch.Tensor) -> torch.Tensor:
+        x = data.entering[rows].float().to(self.model.device)
+        meta = {
+            "dataset": data.dataset.name, "split": data.dataset.split,
+            "index": data.index[rows], "image_hash": data.image_hash[rows],
+        }
+        state = TokenState.initial(x, meta)
+        return pool(self.model.visual, run_blocks(self.model.visual, state, self.plan, start=self.block))
+
+    def classifier(self, data: SplitData) -> torch.Tensor:
+        if self.tokens.context is None:
+            return data.classifier
+        return self.tokens.text_classifier(self.model, data.dataset.classnames)
+
+
+def loss_on(forward: TokenForward, data: SplitData, rows: torch.Tensor, objective: str) -> torch.Tensor:
+    embeddings = F.normalize(forward.embeddings(data, rows).float(), dim=-1)
+    if objective == "distill":
+        return (1 - (embeddings * data.target[rows].to(embeddings.device)).sum(-1)).mean()
+    logits = LOGIT_SCALE * embeddings @ forward.classifier(data)
+    return F.cross_entropy(logits, data.labels[rows].to(embeddings.device))
+
+
+@torch.no_grad()
+def validate(forward: TokenForward, splits: list[SplitData], batch_size: int = 256) -> dict[str, Any]:
+    cosines, accuracies = [], {}
+    for data in splits:
+        rows = torch.arange(len(data.labels))
+        embeddings = torch.cat(
+            [F.normalize(forward.embeddings(data, rows[i : i + batch_size]).float(), dim=-1)
+             for i in range(0, len(rows), batch_size)]
+        ).cpu()
+        cosines.append((embeddings * data.target).sum(-1))
+        predictions = (embeddings @ forward.classifier(data).cpu()).argmax(-1)
+        accuracies[data.dataset.name] = float((predictions == data.labels).float().mean())
+    return {
+        "cosine": float(torch.cat(cosines).mean()),
+        "top1": accuracies,
+        "mean_top1": sum(accuracies.values()) / len(accuracies),
+    }
+
+
+def train_tokens(
+    model: LoadedModel,
+    method: Method,
+    tokens: LearnedTokens,
+    train_splits: list[SplitData],
+    val_splits: list[SplitData],
+    settings: TokenTrainSettings,
+    checkpoint: Path,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Optimise `tokens` in place; leaves the best epoch's values loaded and returns the history."""
+    settings.validate()
+    torch.manual_seed(settings.seed)
+    block = tokens.config.block
+    forward = TokenForward(model, method, tokens, block)
+    optimizer = torch.optim.AdamW(tokens.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    pools = [
+        few_shot_rows(d.labels, settings.shots, settings.seed) if settings.objective == "fewshot"
+        else torch.arange(len(d.labels))
+        for d in train_splits
+    ]
+    steps = sum((len(p) + settings.batch_size - 1) // settings.batch_size for p in pools)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps)
+    generator = torch.Generator().manual_seed(settings.seed)
+    identity = hashlib.sha256(
+        json.dumps({"settings": asdict(settings), "config": tokens.config.to_dict(), "model": model.fingerprint,
+                    "method": method.name, "values": str(sorted(method.values.items()))}).encode()
+    ).hexdigest()[:16]
+    selector = "cosine" if settings.objective == "distill" else "mean_top1"
+    state: dict[str, Any] = {"epoch": 0, "best": None, "best_state": None, "history": []}
+    if checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if saved.get("identity") != identity:
+            raise CliprankError(f"checkpoint {checkpoint} belongs to another run; delete it or choose another --out")
+        tokens.load_state_dict(saved["tokens"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        state = saved["state"]
+    task = progress.add_task("train tokens", total=settings.epochs, completed=state["epoch"]) if progress else None
+    for epoch in range(state["epoch"], settings.epochs):
+        batches = [
+            (which, rows[order[i : i + settings.batch_size]])
+            for which, rows in enumerate(pools)
+            for order in [torch.randperm(len(rows), generator=generator)]
+            for i in range(0, len(rows), settings.batch_size)
+        ]
+        total = 0.0
+        for position in torch.randperm(len(batches), generator=generator).tolist():
+            which, rows = batches[position]
+            loss = loss_on(forward, train_splits[which], rows, settings.objective)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss)
+        metrics = validate(forward, val_splits)
+        entry = {"epoch": epoch + 1, "loss": total / max(1, len(batches)), **metrics}
+        state["history"].append(entry)
+        if state["best"] is None or metrics[selector] > state["best"][selector]:
+            state["best"] = entry
+            state["best_state"] = {k: v.detach().cpu().clone() for k, v in tokens.state_dict().items()}
+        state["epoch"] = epoch + 1
+        atomic_save_torch(
+            {"identity": identity, "tokens": tokens.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "state": state},
+            checkpoint,
+        )
+        if progress is not None:
+            progress.update(task, advance=1, description=(
+                f"train tokens · loss {entry['loss']:.4f} · val cos {metrics['cosine']:.4f} · "
+                f"val top-1 {100 * metrics['mean_top1']:.1f}"
+            ))
+    tokens.load_state_dict(state["best_state"])
+    return {"best": state["best"], "history": state["history"], "settings": asdict(settings), "selected_by": selector}

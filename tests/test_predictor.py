@@ -1,0 +1,164 @@
+"""The ranking predictor: shapes, MACs, losses, learning a planted ranking, saved files, resume."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from cliprank.cost.analytic import unpruned_macs
+from cliprank.cost.budget import solve
+from cliprank.errors import CliprankError
+from cliprank.methods.base import Resources
+from cliprank.models import describe
+from cliprank.predictor.io import LoadedPredictor, load_predictor, save_predictor
+from cliprank.predictor.model import PredictorConfig, RankingPredictor
+from cliprank.predictor.train import TrainingData, TrainSettings, kl_loss, kl_target, margin_loss, train
+from cliprank.search.greedy import ranking_to_scores
+
+
+@pytest.mark.parametrize("tokens,width", [(65, 192), (197, 768), (50, 96), (257, 1024)])
+def test_output_shape_follows_the_tower(tokens: int, width: int) -> None:
+    module = RankingPredictor(PredictorConfig(tokens=tokens, width=width))
+    assert module(torch.randn(3, tokens, width)).shape == (3, tokens - 1)
+    with pytest.raises(ValueError):
+        module(torch.randn(3, tokens + 1, width))
+
+
+def test_macs_are_counted_and_small() -> None:
+    import open_clip
+
+    arch = describe(open_clip.create_model("ViT-B-16").visual)
+    module = RankingPredictor(PredictorConfig.for_arch(arch))
+    linear = sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+    per_token = {module.reduce: arch.tokens, module.channel_mlp[0]: arch.tokens, module.channel_mlp[2]: arch.tokens,
+                 module.token_mlp[0]: module.config.dim, module.token_mlp[2]: module.config.dim,
+                 module.head: arch.tokens - 1}
+    expected = sum(layer.in_features * layer.out_features * n for layer, n in per_token.items())
+    assert module.macs() == expected and linear > 0
+    assert module.macs() <= 0.01 * unpruned_macs(arch)
+
+
+def test_kl_target_follows_the_paper() -> None:
+    ranking = torch.tensor([[3, 1, 0, 2]])
+    target = kl_target(ranking, kept=2)
+    logits = torch.zeros(4)
+    logits[0], logits[2] = -5.0, -5.1
+    assert torch.allclose(target[0], logits.softmax(0))
+
+
+def planted_problem(n: int = 256, tokens: int = 17, width: int = 8, seed: int = 0) -> TrainingData:
+    """Patch importance is one fixed linear function of each token's features (seed picks the images only)."""
+    direction = torch.randn(width, generator=torch.Generator().manual_seed(1234))
+    x = torch.randn(n, tokens, width, generator=torch.Generator().manual_seed(seed))
+    importance = x[:, 1:] @ direction
+    return TrainingData(x.half(), importance.argsort(dim=1, descending=True), kept=10)
+
+
+class _Model:
+    """The bits of LoadedModel that training reads."""
+
+    def __init__(self, tokens: int, width: int):
+        from types import SimpleNamespace
+
+        self.arch = SimpleNamespace(tokens=tokens, width=width)
+        self.fingerprint = "planted"
+        self.device = torch.device("cpu")
+
+
+@pytest.mark.parametrize("loss", ["kl", "margin"])
+def test_training_recovers_a_planted_ranking(loss: str, tmp_path) -> None:
+    data, val = planted_problem(), planted_problem(n=64, seed=1)
+    settings = TrainSettings(loss=loss, epochs=12, batch_size=32, lr=3e-3, dim=16, channel_hidden=32)
+    module, history = train(_Model(17, 8), data, val, settings, tmp_path / "ckpt")
+    first, best = history["history"][0], history["best"]
+    assert history["history"][-1]["loss"] < first["loss"]
+    assert best["top_k_overlap"] > 0.8 and best["kendall_tau"] > 0.6
+
+
+def test_losses_fall_on_a_separable_problem() -> None:
+    data = planted_problem(n=64)
+    torch.manual_seed(0)
+    module = RankingPredictor(PredictorConfig(tokens=17, width=8, dim=16, channel_hidden=32))
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = kl_loss(module(data.tokens.float()), data.ranking, data.kept)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    scores = module(data.tokens.float())
+    generator = torch.Generator().manual_seed(0)
+    assert float(margin_loss(scores, data.ranking, 1.0, 64, generator)) >= 0
+
+
+class KillAfter:
+    """A progress display that kills training (KeyboardInterrupt) once `epochs` epochs are reported."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.seen = epochs, 0
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def update(self, *args, **kwargs) -> None:
+        self.seen += 1
+        if self.seen == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_training_resumes_after_a_kill(tmp_path) -> None:
+    data, val = planted_problem(n=64), planted_problem(n=32, seed=1)
+    settings = TrainSettings(epochs=4, batch_size=16, dim=8, channel_hidden=16)
+    whole, _ = train(_Model(17, 8), data, val, settings, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train(_Model(17, 8), data, val, settings, tmp_path / "b", progress=KillAfter(2))
+    with pytest.raises(CliprankError, match="another training run"):
+        train(_Model(17, 8), data, val, replace(settings, lr=0.5), tmp_path / "b")
+    resumed, history = train(_Model(17, 8), data, val, settings, tmp_path / "b")
+    assert [h["epoch"] for h in history["history"]] == [1, 2, 3, 4]
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_saved_predictor_is_tied_to_its_model(tiny, tmp_path) -> None:
+    module = RankingPredictor(PredictorConfig.for_arch(tiny.arch))
+    path = tmp_path / "p.safetensors"
+    save_predictor(path, module, tiny, block=3, trained_on=["digits"], info={"note": "test"})
+    loaded = load_predictor(path, tiny)
+    assert loaded.trained_on == ["digits"] and loaded.block == 3
+    other = type(tiny)(**{**tiny.__dict__, "fingerprint": "other"})
+    with pytest.raises(CliprankError, match="was trained for"):
+        load_predictor(path, other)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CliprankError, match="unreadable or corrupt"):
+        load_predictor(tmp_path / "bad.safetensors", tiny)
+    with pytest.raises(CliprankError, match="not found"):
+        load_predictor(tmp_path / "missing.safetensors", tiny)
+
+
+def test_predictor_method_prunes_by_its_scores_and_pays_for_them(tiny, tiny_images) -> None:
+    module = RankingPredictor(PredictorConfig.for_arch(tiny.arch)).eval()
+    predictor = LoadedPredictor(module, 3, tiny.fingerprint, ["digits"], {})
+    resources = Resources(predictor=predictor)
+    solved = solve("predictor", tiny.arch, {"keep": 0.5}, None, resources)
+    prune_at = solve("random", tiny.arch, {"keep": 0.5}, None).macs
+    assert solved.macs == pytest.approx(prune_at + module.macs())
+    from cliprank.engine import Trace, encode
+
+    trace = Trace()
+    with torch.no_grad():
+        encode(tiny.visual, tiny_images, solved.method.plan(), trace=trace)
+    assert trace.schedule()[3] == (33.0, 33.0)
+    from cliprank.engine.forward import embed, run_blocks
+    from cliprank.engine.plan import Plan
+
+    with torch.no_grad():
+        entering = run_blocks(tiny.visual, embed(tiny.visual, tiny_images), Plan.identity(6), stop=3)
+        expected = module(entering.x)
+    assert torch.allclose(trace.patch_scores, expected)
+    assert torch.equal(ranking_to_scores(expected.argsort(1, descending=True)).argsort(1),
+                       expected.argsort(1))
