@@ -32,6 +32,7 @@ from cliprank.models.fingerprint import fingerprint_model
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 RANDOM_INIT = "none"
+MISMATCH_WORDS = ("size mismatch", "Missing key", "Unexpected key", "changed", "shape")
 
 
 @dataclass
@@ -158,13 +159,13 @@ def _load_local(name: str, path: Path, quick_gelu: bool) -> torch.nn.Module:
             model = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick_gelu, device="cpu")
     except CliprankError:
         raise
-    except RuntimeError as err:
-        text = str(err).splitlines()[0]
-        if "size mismatch" in str(err) or "Missing key" in str(err) or "Unexpected key" in str(err):
-            raise CliprankError(
-                f"checkpoint {path} does not fit model '{name}' ({text[:160]}); pass the model name it was trained as"
-            ) from err
-        raise CliprankError(f"checkpoint {path} is corrupt or unreadable ({text[:160]}); re-download it") from err
+    except (RuntimeError, AssertionError, KeyError) as err:
+        text = (str(err).splitlines() or [type(err).__name__])[0]
+        if not any(word in str(err) for word in MISMATCH_WORDS):
+            raise CliprankError(f"checkpoint {path} is corrupt or unreadable ({text[:160]}); re-download it") from err
+        raise CliprankError(
+            f"checkpoint {path} does not fit model '{name}' ({text[:160]}); pass the model name it was trained as"
+        ) from err
     except Exception as err:  # safetensors, pickle and zip errors have no common base class
         raise CliprankError(
             f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {str(err)[:120]}); re-download it"

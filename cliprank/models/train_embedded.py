@@ -5,8 +5,11 @@ Why these choices (each one was needed to train a CLIP from scratch on two CPU c
   the loss is CLIP's symmetric InfoNCE over the *unique* captions (image->text over all captions,
   text->image with every image of that caption as a positive). Plain in-batch CLIP with duplicate
   captions collapses to a constant embedding.
-- The text tower is frozen for the first steps, then its learning rate is ramped in: the random text
-  tower already separates the class prompts, which gives the image tower targets to chase.
+- The text tower is first warmed up alone on the prompts: a random text tower maps prompts that differ
+  in one word ("the digit three" / "the digit five") to nearly the same embedding (cosine ~0.97), which
+  leaves the image tower no target to learn digits against. A short contrastive warm-up among the
+  prompts themselves (prompts naming the same class are positives) spreads the classes apart. The text
+  tower is then frozen for the first image steps and its learning rate ramped in afterwards.
 - A background curriculum: backgrounds start dimmed and reach full clutter by 40% of training.
 - fp32 loss, CLIP mean/std normalisation, AdamW with warm-up and cosine decay.
 
@@ -49,7 +52,9 @@ class Recipe:
     text_ramp_fraction: float = 0.10
     clutter_start: float = 0.3
     clutter_full_at: float = 0.4
-    dataset_weights: tuple[float, ...] = (0.45, 0.3, 0.25)
+    dataset_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
+    text_warmup_steps: int = 300
+    text_warmup_lr: float = 1e-3
     seed: int = 0
     threads: int = 2
 
@@ -115,6 +120,43 @@ def contrastive_loss(image_emb, text_emb, labels, logit_scale):
     return (image_to_text + text_to_image) / 2, logits
 
 
+def all_prompts() -> tuple[list[str], torch.Tensor]:
+    """Every template × class prompt of the embedded datasets, with its global class id."""
+    prompts, classes, offset = [], [], 0
+    for spec in EMBEDDED.values():
+        for label, classname in enumerate(spec.classnames):
+            for template in spec.templates:
+                prompts.append(template.format(classname))
+                classes.append(offset + label)
+        offset += len(spec.classnames)
+    return prompts, torch.tensor(classes)
+
+
+def warm_up_text(model, tokenizer, recipe: Recipe) -> list[float]:
+    """Spread the class prompts apart before the image tower starts: supervised contrastive among prompts.
+
+    Each prompt's positives are the other prompts naming the same class; nothing about images is used.
+    """
+    prompts, classes = all_prompts()
+    tokens = tokenizer(prompts)
+    text_params = [p for n, p in model.named_parameters() if not n.startswith("visual.") and n != "logit_scale"]
+    optimizer = torch.optim.AdamW(text_params, lr=recipe.text_warmup_lr, weight_decay=recipe.weight_decay)
+    same = (classes[:, None] == classes[None, :]).float()
+    self_mask = torch.eye(len(prompts), dtype=torch.bool)
+    positives = same.masked_fill(self_mask, 0)
+    positives = positives / positives.sum(1, keepdim=True)
+    losses = []
+    for _ in range(recipe.text_warmup_steps):
+        embeddings = F.normalize(model.encode_text(tokens).float(), dim=-1)
+        logits = (embeddings @ embeddings.t() / 0.1).masked_fill(self_mask, float("-inf"))
+        loss = -(positives * logits.log_softmax(-1).masked_fill(self_mask, 0)).sum(1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def build_model(seed: int):
     open_clip.add_model_config(ASSETS / f"{MODEL_NAME}.json")
     torch.manual_seed(seed)
@@ -163,6 +205,9 @@ def train(out: Path, recipe: Recipe, checkpoint_every: int = 100, log_every: int
     checkpoint = out / "checkpoint.pt"
     log_path = out / "log.jsonl"
     start = 0
+    if not checkpoint.exists():
+        losses = warm_up_text(model, tokenizer, recipe)
+        print(json.dumps({"text_warmup_loss": [round(losses[0], 4), round(losses[-1], 4)]}), flush=True)
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])

@@ -40,13 +40,14 @@ class TokenConfig:
 
 
 class LearnedTokens(nn.Module):
-    def __init__(self, config: TokenConfig, init_std: float = 0.02):
+    def __init__(self, config: TokenConfig, init_std: float = 0.02, seed: int = 0):
         super().__init__()
         self.config = config
+        generator = torch.Generator().manual_seed(seed)
         sets = config.depth - config.block if config.placement == "deep" else 1
-        self.visual = nn.Parameter(torch.randn(sets, config.count, config.width) * init_std)
+        self.visual = nn.Parameter(torch.randn(sets, config.count, config.width, generator=generator) * init_std)
         self.context = (
-            nn.Parameter(torch.randn(config.text_context, config.text_width) * init_std)
+            nn.Parameter(torch.randn(config.text_context, config.text_width, generator=generator) * init_std)
             if config.text_context
             else None
         )

@@ -86,7 +86,7 @@ def run_add_tokens(model: LoadedModel, job: TokensJob, progress: Any = None) -> 
         count=job.count, block=block, placement=job.placement, text_context=job.text_context,
         width=model.arch.width, text_width=model.model.token_embedding.embedding_dim, depth=model.arch.depth,
     )
-    tokens = LearnedTokens(config).to(model.device)
+    tokens = LearnedTokens(config, seed=job.settings.seed).to(model.device)
     method, _ = solve_setup(model, job, tokens)
 
     def splits(split: str):

@@ -236,7 +236,7 @@ def train_tokens(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss)
+            total += loss.item()
         metrics = validate(forward, val_splits)
         entry = {"epoch": epoch + 1, "loss": total / max(1, len(batches)), **metrics}
         state["history"].append(entry)

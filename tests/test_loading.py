@@ -1,0 +1,81 @@
+"""Loading models from every source, and failing in one clear line when a source is unusable."""
+
+from __future__ import annotations
+
+import time
+
+import open_clip
+import pytest
+import torch
+
+from cliprank.errors import CliprankError
+from cliprank.models import load_model
+from cliprank.models.loading import check_model_name
+
+
+def test_unknown_model_names_close_matches() -> None:
+    with pytest.raises(CliprankError, match="unknown model 'ViT-B-61'.*did you mean"):
+        load_model("ViT-B-61", "none")
+
+
+@pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "PE-Core-B-16", "RN50", "coca_ViT-B-32"])
+def test_towers_without_a_class_token_are_refused(name: str) -> None:
+    if open_clip.get_model_config(name) is None:
+        pytest.fail(f"open_clip no longer ships {name}; pick another model of that family for this test")
+    with pytest.raises(CliprankError, match="supports|ViT|plain CLIP"):
+        check_model_name(name)
+
+
+def test_random_init_is_seeded(tiny) -> None:
+    again = load_model("cliprank-tiny", "none")
+    assert again.fingerprint == tiny.fingerprint
+    assert load_model("cliprank-tiny", "none", seed=1).fingerprint != tiny.fingerprint
+
+
+def test_local_checkpoints_load_and_mismatches_are_explained(tiny, tmp_path) -> None:
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny.model.state_dict(), path)
+    loaded = load_model("cliprank-tiny", str(path))
+    assert loaded.fingerprint == tiny.fingerprint
+    with pytest.raises(CliprankError, match="does not fit model 'ViT-B-32'"):
+        load_model("ViT-B-32", str(path))
+    with pytest.raises(CliprankError, match="checkpoint not found"):
+        load_model("cliprank-tiny", str(tmp_path / "missing.pt"))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CliprankError, match="corrupt or unreadable"):
+        load_model("cliprank-tiny", str(corrupt))
+
+
+def test_openai_checkpoint_path_gets_quick_gelu(tiny, tmp_path) -> None:
+    folder = tmp_path / "openai-weights"
+    folder.mkdir()
+    path = folder / "model.pt"
+    torch.save(tiny.model.state_dict(), path)
+    loaded = load_model("cliprank-tiny", str(path))
+    assert loaded.quick_gelu and any("QuickGELU" in note for note in loaded.notes)
+    assert type(loaded.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+    assert loaded.fingerprint != tiny.fingerprint  # activation is part of the identity
+    plain = load_model("cliprank-tiny", str(path), quick_gelu=False)
+    assert not plain.quick_gelu
+
+
+def test_unavailable_tag_offline_fails_fast(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(CliprankError, match="not in the local cache"):
+        load_model("ViT-B-32", "openai")
+    assert time.perf_counter() - start < 20  # seconds, not open_clip's retry loop
+
+
+def test_unknown_tag_lists_the_known_ones() -> None:
+    with pytest.raises(CliprankError, match="neither a pretrained tag"):
+        load_model("ViT-B-32", "not-a-tag")
+
+
+def test_truncated_torch_checkpoint_is_corrupt(tiny, tmp_path) -> None:
+    path = tmp_path / "cut.pt"
+    torch.save(tiny.model.state_dict(), path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(CliprankError, match="corrupt or unreadable"):
+        load_model("cliprank-tiny", str(path))
