@@ -31,6 +31,7 @@ from cliprank.models.loading import LoadedModel
 from cliprank.ranking_agreement import agreement
 from cliprank.report.schema import Environment, RankingAgreement, Record, Throughput, record_key
 from cliprank.report.store import ReportWriter
+from cliprank.resources import load_resources
 from cliprank.search.store import RankingLookup, image_hashes
 from cliprank.zeroshot import logits, metrics, zero_shot_classifier
 
@@ -282,33 +283,6 @@ def ensure_writer(settings: EvaluateSettings) -> ReportWriter:
     return ReportWriter(settings.out, environment(settings))
 
 
-def load_resources(model: LoadedModel, settings: EvaluateSettings, specs: Sequence[MethodSpec]) -> Resources:
-    """Rankings, predictor and tokens the requested methods need, checked against this model."""
-    from cliprank.models import embedded
-    from cliprank.search.store import RankingIndex
-
-    needed = {requirement for name, _ in specs for requirement in method_class(name).requires}
-    resources = Resources()
-    rankings = list(settings.rankings)
-    if not rankings and model.pretrained == embedded.TAG:
-        rankings = [embedded.rankings_dir()] if embedded.has_rankings() else []
-    if rankings:
-        resources.rankings = RankingIndex(rankings, model.fingerprint)
-    elif "rankings" in needed:
-        raise CliprankError("golden needs stored rankings: run `cliprank search`, then pass --rankings FILE_OR_DIR")
-    if "predictor" in needed:
-        from cliprank.predictor.io import default_predictor_path, load_predictor
-
-        path = settings.predictor or default_predictor_path(model)
-        resources.predictor = load_predictor(path, model)
-    if settings.tokens is not None or "tokens" in needed:
-        from cliprank.tokens.io import default_tokens_path, load_tokens
-
-        path = settings.tokens or default_tokens_path(model)
-        resources.tokens = load_tokens(path, model)
-    return resources
-
-
 def probe_batch(model: LoadedModel, dataset: Any, split: str, size: int, hashes: bool):
     """The first `size` images of the dataset, with their meta: what timing and FLOP counting run on."""
     from cliprank.data import make_loader
@@ -341,7 +315,7 @@ def run_evaluation(settings: EvaluateSettings, progress: Any = None) -> ReportWr
     writer = ensure_writer(settings)
     for name, pretrained in settings.models:
         model = load_model(name, pretrained, device=settings.device)
-        resources = load_resources(model, settings, settings.methods)
+        resources = load_resources(model, settings.methods, settings.rankings, settings.predictor, settings.tokens)
         rows = method_settings(model, settings.methods, settings.budgets, resources)
         for dataset_name in settings.datasets:
             dataset = load_dataset(

@@ -39,6 +39,7 @@ from cliprank.errors import CliprankError
 from cliprank.io import atomic_write_json, atomic_write_text
 from cliprank.methods.base import Method, method_class
 from cliprank.methods.spec import MethodSpec, format_method_spec
+from cliprank.resources import load_resources
 from cliprank.models import embedded
 from cliprank.models.arch import VisionArch
 
@@ -58,6 +59,12 @@ class ProfileSettings:
     device: str = "cpu"
     batch_size: int = 32
     threads: int | None = None  # None: torch's default
+    dataset: str | None = None  # real images (and their indices) instead of noise; golden needs them
+    split: str = "test"
+    dataset_root: Path | None = None
+    rankings: tuple[Path, ...] = ()
+    predictor: Path | None = None
+    tokens: Path | None = None
     repeats: int = 5
     warmup: int = 2
     images: int = 8  # images the executed schedule (and adaptive methods' GMACs) are averaged over
@@ -132,12 +139,6 @@ def expand_rows(specs: Sequence[MethodSpec], budgets: Sequence[float | None]) ->
     seen = {("none", None)}
     for name, knobs in specs:
         cls = method_class(name)
-        needs = getattr(cls, "requires", ())
-        if needs:
-            raise CliprankError(
-                f"{name} needs {' and '.join(needs)}, which `profile` does not load; profile random or prune-at "
-                "at the same keep for the same schedule, or use `cliprank evaluate`, which reports cost too"
-            )
         fixed = cls.knob is None or knobs.get(cls.knob) is not None
         for budget in [None] if fixed else budgets:
             key = (format_method_spec(name, knobs), budget)
@@ -145,6 +146,34 @@ def expand_rows(specs: Sequence[MethodSpec], budgets: Sequence[float | None]) ->
                 seen.add(key)
                 rows.append((name, dict(knobs), budget))
     return rows
+
+
+@dataclass
+class Probe:
+    """The images a profile runs on, with the per-image facts (dataset, indices, hashes) methods may read."""
+
+    images: torch.Tensor
+    meta: dict[str, Any] | None
+
+    def head(self, count: int) -> Probe:
+        meta = None if self.meta is None else {
+            k: v[:count] if isinstance(v, torch.Tensor) else v for k, v in self.meta.items()
+        }
+        return Probe(self.images[:count], meta)
+
+
+def probe_images(loaded: Any, settings: ProfileSettings, count: int, offset: int) -> Probe:
+    """`count` images: from `settings.dataset` when given (real content), else seeded noise."""
+    if settings.dataset is None:
+        return Probe(random_images(count, loaded.arch, loaded.device, settings.seed + offset), None)
+    from cliprank.data import load_dataset, make_loader
+    from cliprank.evaluate import batch_meta
+
+    dataset = load_dataset(settings.dataset, split=settings.split, root=settings.dataset_root,
+                           transform=loaded.preprocess)
+    images, _, indices = next(iter(make_loader(dataset, batch_size=min(count, len(dataset)))))
+    images = images.to(loaded.device)
+    return Probe(images, batch_meta(dataset.name, settings.split, images, indices, hashes=True))
 
 
 def random_images(count: int, arch: VisionArch, device: torch.device | str, seed: int) -> torch.Tensor:
@@ -273,11 +302,13 @@ def method_parameters(method: Method) -> int:
     return sum(seen.values())
 
 
-def executed_schedule(method: Method, visual: nn.Module, images: torch.Tensor) -> list[tuple[float, float]]:
+def executed_schedule(
+    method: Method, visual: nn.Module, images: torch.Tensor, meta: dict[str, Any] | None = None
+) -> list[tuple[float, float]]:
     """Mean tokens per image entering each block's attention and MLP, as the engine ran them."""
     trace = Trace()
     with torch.inference_mode():
-        encode(visual, images, method.plan(), trace=trace)
+        encode(visual, images, method.plan(), meta, trace=trace)
     return trace.schedule()
 
 
@@ -294,14 +325,12 @@ def check_schedule(declared: Schedule, executed: list[tuple[float, float]], adap
 
 
 def profile_method(
-    method: Method, visual: nn.Module, settings: ProfileSettings, spec: str, budget: float | None
+    method: Method, visual: nn.Module, settings: ProfileSettings, spec: str, budget: float | None,
+    images: Probe, batch: Probe,
 ) -> ProfileRow:
     """Everything about one configured method except its timings (those are taken for all rows at once)."""
-    device = next(visual.parameters()).device
-    images = random_images(settings.images, method.arch, device, settings.seed)
-    batch = random_images(settings.batch_size, method.arch, device, settings.seed + 1)
-    cost = measure_cost(method, visual, images, cross_check=settings.cross_check)
-    declared, executed = method.schedule(), executed_schedule(method, visual, images)
+    cost = measure_cost(method, visual, images.images, cross_check=settings.cross_check, meta=images.meta)
+    declared, executed = method.schedule(), executed_schedule(method, visual, images.images, images.meta)
     check = check_schedule(declared, executed, method.adaptive)
     return ProfileRow(
         method=method.name,
@@ -317,16 +346,17 @@ def profile_method(
         schedule_check=check,
         tower_parameters=count_parameters(visual),
         method_parameters=method_parameters(method),
-        memory=measure_peak_memory(ReducedVisual(visual, method.plan()).eval(), batch),
-        notes=row_notes(method, cost, check, settings.images),
+        memory=measure_peak_memory(ReducedVisual(visual, method.plan(), batch.meta).eval(), batch.images),
+        notes=row_notes(method, cost, check, settings.images, real=settings.dataset is not None),
     )
 
 
-def row_notes(method: Method, cost: CostReport, check: str, images: int) -> list[str]:
+def row_notes(method: Method, cost: CostReport, check: str, images: int, real: bool = False) -> list[str]:
     """What a reader must know to trust (or distrust) a row."""
     notes = []
     if method.adaptive:
-        notes.append(f"input-adaptive: GMACs and schedule are means over {images} images; {IMAGE_NOTE}")
+        source = "real images" if real else IMAGE_NOTE
+        notes.append(f"input-adaptive: GMACs and schedule are means over {images} images; {source}")
     if cost.problem:
         notes.append(f"not counted, GMACs are analytic: {cost.problem}")
     elif cost.flagged:
@@ -336,13 +366,14 @@ def row_notes(method: Method, cost: CostReport, check: str, images: int) -> list
     return notes
 
 
-def time_rows(methods: Sequence[Method], visual: nn.Module, settings: ProfileSettings) -> list[tuple[Timing, float]]:
+def time_rows(
+    methods: Sequence[Method], visual: nn.Module, settings: ProfileSettings, batch: Probe
+) -> list[tuple[Timing, float]]:
     """(throughput at the batch size, median latency in ms at batch 1) of each method, timed round-robin."""
-    device = next(visual.parameters()).device
-    batch = random_images(settings.batch_size, methods[0].arch, device, settings.seed + 1)
-    modules = [ReducedVisual(visual, method.plan()).eval() for method in methods]
-    throughputs = measure_throughputs(modules, batch, settings.repeats, settings.warmup)
-    latencies = interleaved_medians(modules, batch[:1], settings.repeats, settings.warmup)
+    modules = [ReducedVisual(visual, method.plan(), batch.meta).eval() for method in methods]
+    singles = [ReducedVisual(visual, method.plan(), batch.head(1).meta).eval() for method in methods]
+    throughputs = measure_throughputs(modules, batch.images, settings.repeats, settings.warmup)
+    latencies = interleaved_medians(singles, batch.images[:1], settings.repeats, settings.warmup)
     return [(timing, 1000 * seconds) for timing, seconds in zip(throughputs, latencies, strict=True)]
 
 
@@ -356,15 +387,23 @@ def run_profile(settings: ProfileSettings, progress: Progress | None = None) -> 
     rows_to_run = expand_rows(settings.methods, settings.budgets)
     say(f"loading {settings.model} ({settings.pretrained})")
     loaded = load_model(settings.model, settings.pretrained, device=settings.device, seed=settings.seed)
-    configured = [(solve(name, loaded.arch, knobs, budget), name, knobs) for name, knobs, budget in rows_to_run]
+    specs = [(name, knobs) for name, knobs, _ in rows_to_run]
+    resources = load_resources(loaded, specs, settings.rankings, settings.predictor, settings.tokens)
+    if settings.dataset is None and any("rankings" in method_class(name).requires for name, _ in specs):
+        raise CliprankError("golden prunes with each image's searched ranking: pass --dataset NAME (and --rankings)")
+    configured = [
+        (solve(name, loaded.arch, knobs, budget, resources), name, knobs) for name, knobs, budget in rows_to_run
+    ]
+    images = probe_images(loaded, settings, settings.images, offset=0)
+    batch = probe_images(loaded, settings, settings.batch_size, offset=1)
     rows = []
     with torch_threads(settings.threads) as threads:
         for solved, name, knobs in configured:
             spec = format_method_spec(name, knobs)
             say(f"counting {spec}" + ("" if solved.budget is None else f" at budget {solved.budget}"))
-            rows.append(profile_method(solved.method, loaded.visual, settings, spec, solved.budget))
+            rows.append(profile_method(solved.method, loaded.visual, settings, spec, solved.budget, images, batch))
         say(f"timing {len(rows)} rows round-robin ({settings.warmup} warm-up, {settings.repeats} timed)")
-        timings = time_rows([solved.method for solved, _, _ in configured], loaded.visual, settings)
+        timings = time_rows([solved.method for solved, _, _ in configured], loaded.visual, settings, batch)
     for row, (throughput, latency_ms) in zip(rows, timings, strict=True):
         row.throughput, row.latency_ms = throughput, latency_ms
     environment = Environment.collect(device=settings.device, precision="fp32", threads=threads, seed=settings.seed)

@@ -142,7 +142,7 @@ def run_main(args, capsys):
         ([*TINY, "--budget", "1.5"], "out of range"),
         ([*TINY, "--method", "topk(kep=0.5)"], "unknown parameter"),
         ([*TINY, "--method", "topk(keep=0.5"], "bracket"),
-        ([*TINY, "--method", "golden"], "does not load"),
+        ([*TINY, "--method", "golden"], "rankings"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(args, message, capsys):

@@ -72,6 +72,14 @@ def profile(
         int, typer.Option("--images", min=1, help="Images the schedule (and adaptive methods' GMACs) average over.")
     ] = 8,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random images and of random init.")] = 0,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Profile on this dataset's images (golden needs them).")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Split of --dataset.")] = "test",
+    dataset_root: Annotated[Path | None, typer.Option("--dataset-root", help="Folder of downloaded datasets.")] = None,
+    rankings: Annotated[list[Path] | None, typer.Option("--rankings", help="Rankings for golden.")] = None,
+    predictor: Annotated[Path | None, typer.Option("--predictor", help="Trained predictor for predictor.")] = None,
+    tokens: Annotated[Path | None, typer.Option("--tokens", help="Learned tokens for METHOD+tokens.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Directory for profile.json and profile.md.")] = None,
     recipe: str | None = RecipeOption,
 ) -> None:
@@ -92,6 +100,12 @@ def profile(
         warmup=warmup,
         images=images,
         seed=seed,
+        dataset=dataset,
+        split=split,
+        dataset_root=dataset_root,
+        rankings=tuple(rankings or ()),
+        predictor=predictor,
+        tokens=tokens,
     )
     status = Console(stderr=True)
     with status.status("profiling…") as spinner:  # transient: nothing is left in logs or pipes

@@ -214,11 +214,13 @@ def _torch_custom_mapping() -> dict[Any, Any]:
     return mapping
 
 
-def count_macs_torch(visual: nn.Module, plan: Plan | None, images: torch.Tensor) -> float:
+def count_macs_torch(
+    visual: nn.Module, plan: Plan | None, images: torch.Tensor, meta: dict[str, Any] | None = None
+) -> float:
     """MACs per image by `torch.utils.flop_counter` (which counts 2 flops per MAC) on a real forward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    module = visual if plan is None else ReducedVisual(visual, plan)
+    module = visual if plan is None else ReducedVisual(visual, plan, meta)
     counter = FlopCounterMode(display=False, custom_mapping=_torch_custom_mapping())
     with counter, torch.inference_mode():
         module(images)
@@ -287,7 +289,9 @@ class CostReport:
         }
 
 
-def measure_cost(method: Method, visual: nn.Module, images: torch.Tensor, cross_check: bool = True) -> CostReport:
+def measure_cost(
+    method: Method, visual: nn.Module, images: torch.Tensor, cross_check: bool = True, meta: dict[str, Any] | None = None
+) -> CostReport:
     """A method's CostReport on `images`: one traced image for fixed schedules, all of them if adaptive.
 
     For an input-adaptive method the analytic side is the mean of per-image MACs from the executed
@@ -297,19 +301,23 @@ def measure_cost(method: Method, visual: nn.Module, images: torch.Tensor, cross_
     """
     schedule, plan, arch = method.schedule(), method.plan(), method.arch
     declared = schedule_macs(arch, schedule)
-    sample = images if method.adaptive else images[:1]
+    count = images.shape[0] if method.adaptive else 1
+    sample = images[:count]
+    meta = None if meta is None else {k: v[:count] if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
     analytic = declared
     if method.adaptive:
         trace = Trace()
         with torch.inference_mode():
-            encode(visual, sample, plan, trace=trace)
+            encode(visual, sample, plan, meta, trace=trace)
         analytic = float(per_image_macs(arch, trace.attention_tokens, trace.mlp_tokens, schedule.overhead).mean())
     counted, problem = None, None
     try:
-        counted = mean_counted_macs(visual, plan, sample)
+        counted = mean_counted_macs(visual, plan, sample, meta)
     except (UncountedOpsError, UntraceableError) as err:
         problem = str(err)
     torch_macs = None
     if cross_check:
-        torch_macs = sum(count_macs_torch(visual, plan, sample[i : i + 1]) for i in range(len(sample))) / len(sample)
+        torch_macs = sum(
+            count_macs_torch(visual, plan, sample[i : i + 1], _meta_for(meta, i, len(sample))) for i in range(len(sample))
+        ) / len(sample)
     return CostReport(analytic, counted, declared, torch_macs, images=len(sample), problem=problem)
