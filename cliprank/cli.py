@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from rich.console import Console
 from rich.text import Text
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     Usage errors (unknown option, bad type) are reported by Typer itself, also with status 2.
     """
     _register_commands()
+    # fvcore scripts a helper with torch.jit.script, which torch now warns about on every run
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     try:
         app(args=argv)
     except CliprankError as err:

@@ -22,6 +22,7 @@ import torch
 
 from cliprank.cost.analytic import per_image_macs, schedule_macs, unpruned_macs
 from cliprank.cost.budget import Solved, solve
+from cliprank.distributed import Distributed
 from cliprank.engine.context import Trace
 from cliprank.engine.forward import ReducedVisual, encode
 from cliprank.errors import CliprankError
@@ -139,6 +140,16 @@ class Accumulator:
     patch_scores: list[torch.Tensor] = field(default_factory=list)
     indices: list[torch.Tensor] = field(default_factory=list)
 
+    def add(self, part: dict[str, Any]) -> None:
+        """Append one batch's results (see `encode_batch`), in dataset order."""
+        self.logits.append(part["logits"])
+        self.attention.append(list(part["attention"]))
+        self.mlp.append(list(part["mlp"]))
+        self.macs.append(part["macs"])
+        if part.get("patch_scores") is not None:
+            self.patch_scores.append(part["patch_scores"])
+            self.indices.append(part["indices"])
+
 
 def _schedule_means(parts: list[list[torch.Tensor]]) -> list[float]:
     if not parts:
@@ -166,6 +177,35 @@ def row_classifier(model: LoadedModel, dataset: Any, setting: Setting, default: 
     return tokens.text_classifier(model, dataset.classnames)
 
 
+def encode_batch(
+    model: LoadedModel, images: torch.Tensor, meta: dict[str, Any], setting: Setting, plan: Any,
+    classifier: torch.Tensor, indices: Any,
+) -> dict[str, Any]:
+    """One batch under one setting: logits, per-image MACs, executed schedule, patch scores (on the CPU).
+
+    A plain dict of tensors, so a distributed rank can save it as a part and rank 0 can merge it
+    exactly as a single process accumulates it.
+    """
+    trace = Trace()
+    embeddings = encode(model.visual, images, plan, dict(meta), trace)
+    part: dict[str, Any] = {
+        "logits": logits(embeddings, classifier).cpu(),
+        "attention": [t.cpu() for t in trace.attention_tokens],
+        "mlp": [t.cpu() for t in trace.mlp_tokens],
+        "macs": per_image_macs(
+            model.arch, trace.attention_tokens, trace.mlp_tokens, setting.method.schedule().overhead
+        ).cpu(),
+    }
+    if trace.patch_scores is not None:
+        part["patch_scores"] = trace.patch_scores.cpu()
+        part["indices"] = torch.as_tensor(indices)
+    return part
+
+
+def needs_image_hashes(settings: list[Setting], golden: RankingLookup | None) -> bool:
+    return golden is not None or any("rankings" in s.method.requires for s in settings)
+
+
 def evaluate_dataset(
     model: LoadedModel,
     dataset: Any,
@@ -180,7 +220,7 @@ def evaluate_dataset(
     """Encode every batch of `dataset` under every setting; collect logits, costs and rankings."""
     from cliprank.data import make_loader
 
-    needs_hashes = golden is not None or any("rankings" in s.method.requires for s in settings)
+    needs_hashes = needs_image_hashes(settings, golden)
     results = {s.key: Accumulator() for s in settings}
     classifiers = {s.key: row_classifier(model, dataset, s, classifier) for s in settings}
     labels: list[torch.Tensor] = []
@@ -191,20 +231,9 @@ def evaluate_dataset(
             meta = batch_meta(dataset.name, split, images, indices, needs_hashes)
             labels.append(batch_labels)
             for setting in settings:
-                trace = Trace()
-                embeddings = encode(model.visual, images, plans[id(setting)], dict(meta), trace)
-                acc = results[setting.key]
-                acc.logits.append(logits(embeddings, classifiers[setting.key]).cpu())
-                acc.attention.append([t.cpu() for t in trace.attention_tokens])
-                acc.mlp.append([t.cpu() for t in trace.mlp_tokens])
-                acc.macs.append(
-                    per_image_macs(
-                        model.arch, trace.attention_tokens, trace.mlp_tokens, setting.method.schedule().overhead
-                    ).cpu()
+                results[setting.key].add(
+                    encode_batch(model, images, meta, setting, plans[id(setting)], classifiers[setting.key], indices)
                 )
-                if trace.patch_scores is not None:
-                    acc.patch_scores.append(trace.patch_scores.cpu())
-                    acc.indices.append(torch.as_tensor(indices))
             if on_batch:
                 on_batch(len(batch_labels))
     return results, torch.cat(labels)
@@ -307,50 +336,102 @@ def _head(value: Any, n: int) -> Any:
     return value[:n] if isinstance(value, torch.Tensor) else value
 
 
-def run_evaluation(settings: EvaluateSettings, progress: Any = None) -> ReportWriter:
-    """Evaluate everything `settings` asks for into `settings.out`; returns the finished writer."""
+def run_evaluation(settings: EvaluateSettings, progress: Any = None, dist: Distributed | None = None) -> ReportWriter:
+    """Evaluate everything `settings` asks for into `settings.out`; returns the finished writer.
+
+    Under torchrun (`dist` enabled) every rank encodes its share of each dataset's batches into part
+    files (`evaluate_parts`), and rank 0 alone merges them, measures speed and writes the report; the
+    writer the other ranks return is not updated. Part files left by a killed run are reused by the
+    rerun, whatever its number of processes.
+    """
     from cliprank.data import load_dataset
+    from cliprank.evaluate_parts import BatchParts, evaluate_dataset_sharded
     from cliprank.models.loading import load_model
 
+    dist = dist or Distributed()
     writer = ensure_writer(settings)
     for name, pretrained in settings.models:
-        model = load_model(name, pretrained, device=settings.device)
+        model = load_model(name, pretrained, device=dist.device if dist.enabled else settings.device)
         resources = load_resources(model, settings.methods, settings.rankings, settings.predictor, settings.tokens)
         rows = method_settings(model, settings.methods, settings.budgets, resources)
         for dataset_name in settings.datasets:
-            dataset = load_dataset(
-                dataset_name, split=settings.split, root=settings.dataset_root, transform=model.preprocess,
-                limit=settings.limit, download=settings.download,
-            )
+            with dist.main_first():  # one rank builds or downloads the data, the others read it
+                dataset = load_dataset(
+                    dataset_name, split=settings.split, root=settings.dataset_root, transform=model.preprocess,
+                    limit=settings.limit, download=settings.download,
+                )
             pending = [row for row in rows if not writer.has(settings_key(model, dataset.name, row))]
+            pending_keys = dist.broadcast_object([row.key for row in pending])  # rank 0's report decides
+            pending = [row for row in rows if row.key in pending_keys]
             if not pending:
                 continue
             golden = resources.rankings.get(dataset.name, settings.split) if resources.rankings else None
             if any("rankings" in row.method.requires for row in pending):
                 golden = resources.rankings.require(dataset.name, settings.split)
-            classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
-            advance = None
-            if progress is not None:
-                task = progress.add_task(f"{model.name} · {dataset.name} · {len(pending)} settings", total=len(dataset))
-                advance = lambda n, task=task: progress.advance(task, n)  # noqa: E731
-            results, labels = evaluate_dataset(
-                model, dataset, settings.split, pending, classifier, settings.batch_size, settings.workers, golden,
-                on_batch=advance,
+            with dist.main_first():  # the classifier cache is filled once
+                classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
+            parts = BatchParts(settings.out, model, dataset, settings.split, settings.batch_size)
+            if not (dist.enabled or parts.exists()):
+                results, labels = encode_in_memory(settings, model, dataset, pending, classifier, golden, progress)
+                write_records(settings, writer, model, dataset, pending, results, labels, golden, resources)
+                continue
+            merged = evaluate_dataset_sharded(
+                model, dataset, settings.split, pending, classifier, parts, dist, settings.workers, golden,
+                progress if dist.is_main else None,
             )
-            images, meta = probe_batch(model, dataset, settings.split, settings.batch_size, golden is not None)
-            unmeasured = [row for row in pending if row.speed is None]
-            if settings.measure_speed and unmeasured:
-                measure_speeds(model, unmeasured, images, meta, settings.timing_repeats)
-            for row in pending:
-                counted = row.gmacs_counted
-                if settings.count_flops and (counted is None or row.method.adaptive):
-                    counted = count_setting(model, row, images, meta) / 1e9
-                    row.gmacs_counted = None if row.method.adaptive else counted
-                record = build_record(model, dataset, row, results[row.key], labels, golden, row_extra(row, resources))
-                record.gmacs_counted = counted
-                writer.add(record)
-    writer.finalize()
+            if merged is not None:  # rank 0: the others wait at the barrier below while it writes the records
+                write_records(settings, writer, model, dataset, pending, *merged, golden, resources)
+                parts.remove()
+            dist.barrier()
+    if dist.is_main:
+        writer.finalize()
     return writer
+
+
+def encode_in_memory(
+    settings: EvaluateSettings,
+    model: LoadedModel,
+    dataset: Any,
+    pending: list[Setting],
+    classifier: torch.Tensor,
+    golden: RankingLookup | None,
+    progress: Any,
+) -> tuple[dict[str, Accumulator], torch.Tensor]:
+    """One process: every batch of the dataset under every pending setting, held in memory."""
+    advance = None
+    if progress is not None:
+        task = progress.add_task(f"{model.name} · {dataset.name} · {len(pending)} settings", total=len(dataset))
+        advance = lambda n: progress.advance(task, n)  # noqa: E731
+    return evaluate_dataset(
+        model, dataset, settings.split, pending, classifier, settings.batch_size, settings.workers, golden,
+        on_batch=advance,
+    )
+
+
+def write_records(
+    settings: EvaluateSettings,
+    writer: ReportWriter,
+    model: LoadedModel,
+    dataset: Any,
+    pending: list[Setting],
+    results: dict[str, Accumulator],
+    labels: torch.Tensor,
+    golden: RankingLookup | None,
+    resources: Resources,
+) -> None:
+    """Measure what does not depend on the data (speed, counted GMACs) and write each complete record."""
+    images, meta = probe_batch(model, dataset, settings.split, settings.batch_size, golden is not None)
+    unmeasured = [row for row in pending if row.speed is None]
+    if settings.measure_speed and unmeasured:
+        measure_speeds(model, unmeasured, images, meta, settings.timing_repeats)
+    for row in pending:
+        counted = row.gmacs_counted
+        if settings.count_flops and (counted is None or row.method.adaptive):
+            counted = count_setting(model, row, images, meta) / 1e9
+            row.gmacs_counted = None if row.method.adaptive else counted
+        record = build_record(model, dataset, row, results[row.key], labels, golden, row_extra(row, resources))
+        record.gmacs_counted = counted
+        writer.add(record)
 
 
 def row_extra(row: Setting, resources: Resources) -> dict[str, Any]:

@@ -44,6 +44,7 @@ def add_tokens_command(
     recipe: Optional[str] = RecipeOption,
 ) -> None:
     """Train a few tokens (CLIP frozen) that recover the accuracy one pruning setup loses."""
+    from cliprank.distributed import Distributed
     from cliprank.errors import CliprankError
     from cliprank.methods.spec import parse_method_specs
     from cliprank.models.loading import load_model
@@ -58,17 +59,21 @@ def add_tokens_command(
     if len(budgets) != 1:
         raise CliprankError("add-tokens trains tokens for one budget; pass a single --budget")
     name, values = specs[0]
-    loaded = load_model(model, pretrained, device=device)
-    job = TokensJob(
-        method=name, values=values, budget=budgets[0], datasets=split_list(dataset), out=out, count=count,
-        block=block, placement=placement, text_context=text_context, train_split=train_split,
-        val_split=val_split, limit=limit, dataset_root=dataset_root, rankings=list(rankings or []),
-        predictor=predictor,
-        settings=TokenTrainSettings(objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr,
-                                    seed=seed),
-    )
-    with progress_bar() as progress:
-        path, info = run_add_tokens(loaded, job, progress)
+    with Distributed.from_environment(device) as dist:
+        dist.log_to(out.with_name(out.name + ".logs"))
+        loaded = load_model(model, pretrained, device=dist.device)
+        job = TokensJob(
+            method=name, values=values, budget=budgets[0], datasets=split_list(dataset), out=out, count=count,
+            block=block, placement=placement, text_context=text_context, train_split=train_split,
+            val_split=val_split, limit=limit, dataset_root=dataset_root, rankings=list(rankings or []),
+            predictor=predictor,
+            settings=TokenTrainSettings(objective=objective, shots=shots, epochs=epochs, batch_size=batch_size,
+                                        lr=lr, seed=seed),
+        )
+        with progress_bar() if dist.is_main else dist.quiet() as progress:
+            path, info = run_add_tokens(loaded, job, progress, dist)
+        if not dist.is_main:
+            return
     best, without = info["best"], info["heldout_without_tokens"]
     table = Table(title=f"held-out ({val_split}) top-1, epoch {best['epoch']} (selected by {info['selected_by']})")
     table.add_column("dataset")

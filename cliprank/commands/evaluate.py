@@ -54,6 +54,7 @@ def evaluate_command(
     recipe: Optional[str] = RecipeOption,
 ) -> None:
     """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
+    from cliprank.distributed import Distributed
     from cliprank.evaluate import EvaluateSettings, run_evaluation
 
     models = parse_models(model, pretrained)
@@ -80,9 +81,12 @@ def evaluate_command(
         measure_speed=speed,
         count_flops=flops,
     )
-    with progress_bar() as progress:
-        writer = run_evaluation(settings, progress)
-    show_summary(writer)
+    with Distributed.from_environment(device) as dist:
+        dist.log_to(out / "logs")
+        with progress_bar() if dist.is_main else dist.quiet() as progress:
+            writer = run_evaluation(settings, progress, dist)
+        if dist.is_main:
+            show_summary(writer)
 
 
 def show_summary(writer) -> None:

@@ -37,3 +37,14 @@ def list_models() -> None:
         tags = open_clip.list_pretrained_tags_by_model(name)
         table.add_row(name, ", ".join(tags) if tags else ("embedded" if name == "cliprank-tiny" else "-"))
     Console().print(table)
+
+
+@app.command("datasets")
+def list_datasets() -> None:
+    """List the dataset names `--dataset` accepts (embedded, CLIP_benchmark, imagefolder:PATH)."""
+    from cliprank.data import catalog
+
+    table = Table("dataset", "what it is")
+    for name, description in catalog().items():
+        table.add_row(name, description)
+    Console().print(table)

@@ -41,7 +41,7 @@ def search_command(
     from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
     from cliprank.search.greedy import SearchSettings
-    from cliprank.search.run import default_output, run_search
+    from cliprank.search.run import default_output, finish, run_search
 
     set_threads(threads)
     settings = SearchSettings(
@@ -50,21 +50,22 @@ def search_command(
     with Distributed.from_environment(device) as dist:
         loaded = load_model(model, pretrained, device=dist.device)
         settings.validate(loaded.arch)
-        data = load_dataset(
-            dataset, split=split, root=dataset_root, transform=loaded.preprocess, limit=limit, download=download
-        )
+        with dist.main_first():  # one rank builds or downloads the data, the others read it
+            data = load_dataset(
+                dataset, split=split, root=dataset_root, transform=loaded.preprocess, limit=limit, download=download
+            )
         path = out or default_output(loaded, data, settings)
+        dist.log_to(path.with_name(path.name + ".logs"))
         with progress_bar() if dist.is_main else dist.quiet() as progress:
             _, stats = run_search(
                 loaded, data, settings, path, chunk_size, max_batch_tokens, dist.rank, dist.world_size,
                 progress if dist.is_main else None, merge=False,
             )
-        dist.barrier()
+        searched = dist.total(stats.images)  # also the barrier: every rank has written its chunks
         if dist.is_main:
-            from cliprank.search.run import finish
-
             final = finish(loaded, data, settings, path, chunk_size)
+            shared = f"{dist.world_size} processes searched {searched} now; rank 0" if dist.enabled else "this process"
             Console().print(
-                f"rankings: {final} ({len(data)} images; this process searched {stats.images} in "
-                f"{stats.seconds:.1f} s, {stats.images_per_hour:.0f} images/hour)"
+                f"rankings: {final} ({len(data)} images; {shared} searched {stats.images} in {stats.seconds:.1f} s, "
+                f"{stats.images_per_hour:.0f} images/hour)"
             )

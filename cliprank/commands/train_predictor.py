@@ -30,7 +30,7 @@ def train_predictor_command(
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(1e-3),
     weight_decay: float = typer.Option(1e-4),
-    dim: int = typer.Option(64, help="Reduced channel width of the predictor."),
+    dim: Optional[int] = typer.Option(None, help="Reduced channel width (default: the paper's 64, halved until <= 1% of the tower's MACs)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
     threads: Optional[int] = typer.Option(None, min=1),
@@ -38,6 +38,7 @@ def train_predictor_command(
     recipe: Optional[str] = RecipeOption,
 ) -> None:
     """Train the ranking predictor on golden rankings; validates each epoch, keeps the best, resumes."""
+    from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
     from cliprank.predictor.pipeline import PredictorJob, run_training
     from cliprank.predictor.train import TrainSettings
@@ -47,13 +48,17 @@ def train_predictor_command(
         loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, dim=dim, seed=seed
     )
     settings.validate()
-    loaded = load_model(model, pretrained, device=device)
-    job = PredictorJob(
-        datasets=split_list(dataset), rankings=list(rankings), out=out, train_split=train_split,
-        val_split=val_split, limit=limit, dataset_root=dataset_root, settings=settings,
-    )
-    with progress_bar() as progress:
-        path, info = run_training(loaded, job, progress)
+    with Distributed.from_environment(device) as dist:
+        dist.log_to(out.with_name(out.name + ".logs"))
+        loaded = load_model(model, pretrained, device=dist.device)
+        job = PredictorJob(
+            datasets=split_list(dataset), rankings=list(rankings), out=out, train_split=train_split,
+            val_split=val_split, limit=limit, dataset_root=dataset_root, settings=settings,
+        )
+        with progress_bar() if dist.is_main else dist.quiet() as progress:
+            path, info = run_training(loaded, job, progress, dist)
+        if not dist.is_main:
+            return
     best = info["best"]
     console = Console()
     console.print(

@@ -18,6 +18,8 @@ import torch.nn as nn
 
 from cliprank.models.arch import VisionArch
 
+MAX_COST_FRACTION = 0.01  # a head costing more than 1% of the tower would eat the savings it ranks for
+
 
 @dataclass(frozen=True)
 class PredictorConfig:
@@ -28,8 +30,33 @@ class PredictorConfig:
     channel_hidden: int = 256  # hidden size of the channel-mixing MLP
 
     @classmethod
-    def for_arch(cls, arch: VisionArch, **overrides: int) -> PredictorConfig:
-        return cls(tokens=arch.tokens, width=arch.width, **overrides)
+    def for_arch(cls, arch: VisionArch, dim: int | None = None, **overrides: int) -> PredictorConfig:
+        """The paper's head (64 channels, token MLP 32, channel MLP 256) sized down for small towers.
+
+        With `dim=None` the widths are halved until the head costs at most MAX_COST_FRACTION of the
+        unpruned tower: ViT-B/16 keeps the paper's sizes (0.1%), a 6-block 192-wide tower gets a
+        half-size head.
+        """
+        if dim is not None:
+            return cls(tokens=arch.tokens, width=arch.width, dim=dim, **overrides)
+        from cliprank.cost.analytic import unpruned_macs
+
+        config = cls(tokens=arch.tokens, width=arch.width, **overrides)
+        while config.macs() > MAX_COST_FRACTION * unpruned_macs(arch) and config.dim > 8:
+            config = cls(
+                tokens=arch.tokens, width=arch.width, dim=config.dim // 2,
+                token_hidden=max(8, config.token_hidden // 2), channel_hidden=config.channel_hidden // 2,
+            )
+        return config
+
+    def macs(self) -> int:
+        """Multiply-adds per image (linear layers only, the fvcore convention)."""
+        return (
+            self.tokens * self.width * self.dim  # channel reduction
+            + 2 * self.dim * self.tokens * self.token_hidden  # token mixing
+            + 2 * self.tokens * self.dim * self.channel_hidden  # channel mixing
+            + (self.tokens - 1) * self.dim  # head
+        )
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -65,11 +92,4 @@ class RankingPredictor(nn.Module):
         return self.head(x[:, 1:]).squeeze(-1)
 
     def macs(self) -> int:
-        """Multiply-adds per image (linear layers only, the fvcore convention)."""
-        c = self.config
-        return (
-            c.tokens * c.width * c.dim  # channel reduction
-            + 2 * c.dim * c.tokens * c.token_hidden  # token mixing
-            + 2 * c.tokens * c.dim * c.channel_hidden  # channel mixing
-            + (c.tokens - 1) * c.dim  # head
-        )
+        return self.config.macs()

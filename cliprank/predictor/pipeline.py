@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.features import block_features
@@ -34,16 +35,27 @@ class PredictorJob:
     settings: TrainSettings = field(default_factory=TrainSettings)
 
 
-def split_data(model: LoadedModel, job: PredictorJob, index: RankingIndex, split: str, progress: Any) -> tuple[TrainingData, int]:
+def split_data(
+    model: LoadedModel,
+    job: PredictorJob,
+    index: RankingIndex,
+    split: str,
+    progress: Any,
+    dist: Distributed | None = None,
+) -> tuple[TrainingData, int]:
     from cliprank.data import load_dataset
 
+    dist = dist or Distributed()
     parts, blocks = [], set()
     for name in job.datasets:
-        dataset = load_dataset(name, split=split, root=job.dataset_root, transform=model.preprocess, limit=job.limit)
-        lookup = index.require(dataset.name, split)
-        block = lookup.rankings.meta.settings["block"]
+        with dist.main_first():  # rank 0 fills the dataset and feature caches, the other ranks read them
+            dataset = load_dataset(
+                name, split=split, root=job.dataset_root, transform=model.preprocess, limit=job.limit
+            )
+            lookup = index.require(dataset.name, split)
+            block = lookup.rankings.meta.settings["block"]
+            features = block_features(model, dataset, block, progress=progress)
         blocks.add(block)
-        features = block_features(model, dataset, block, progress=progress)
         parts.append(align(features, lookup.rankings, f"{dataset.name}/{split}"))
     if len(blocks) != 1:
         raise CliprankError(f"rankings were searched at different blocks {sorted(blocks)}; train one predictor per block")
@@ -77,20 +89,28 @@ def heldout_accuracy(
     return table
 
 
-def run_training(model: LoadedModel, job: PredictorJob, progress: Any = None) -> tuple[Path, dict[str, Any]]:
+def run_training(
+    model: LoadedModel, job: PredictorJob, progress: Any = None, dist: Distributed | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Train, judge and save a predictor. Under torchrun all ranks train; rank 0 alone judges and saves."""
+    dist = dist or Distributed()
     index = RankingIndex(job.rankings, model.fingerprint)
     if not index:
         raise CliprankError("no rankings of this model were found in --rankings; run `cliprank search` for it first")
-    train_data, block = split_data(model, job, index, job.train_split, progress)
-    val_data, val_block = split_data(model, job, index, job.val_split, progress)
+    train_data, block = split_data(model, job, index, job.train_split, progress, dist)
+    val_data, val_block = split_data(model, job, index, job.val_split, progress, dist)
     if val_block != block:
         raise CliprankError(f"train rankings are for block {block} but validation rankings for block {val_block}")
     checkpoint = job.out.with_name(job.out.name + ".ckpt")
-    module, history = train(model, train_data, val_data, job.settings, checkpoint, progress)
-    predictor = LoadedPredictor(module, block, model.fingerprint, list(job.datasets), {})
+    module, history = train(model, train_data, val_data, job.settings, checkpoint, progress, dist)
     keep = train_data.kept / model.arch.patches
-    accuracy = heldout_accuracy(model, job, predictor, index, keep)
+    accuracy = None
+    if dist.is_main:
+        predictor = LoadedPredictor(module, block, model.fingerprint, list(job.datasets), {})
+        accuracy = heldout_accuracy(model, job, predictor, index, keep)
     info = {**history, "keep": keep, "heldout_split": job.val_split, "heldout_top1": accuracy, "macs": module.macs()}
-    save_predictor(job.out, module, model, block, list(job.datasets), info)
-    checkpoint.unlink(missing_ok=True)
+    if dist.is_main:
+        save_predictor(job.out, module, model, block, list(job.datasets), info)
+        checkpoint.unlink(missing_ok=True)
+    dist.barrier()  # the other ranks finish only once the predictor is saved
     return job.out, info

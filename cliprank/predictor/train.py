@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.io import atomic_save_torch
 from cliprank.models.loading import LoadedModel
@@ -35,6 +37,8 @@ from cliprank.search.store import Rankings
 
 LOSSES = ("kl", "margin")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -45,7 +49,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
     margin: float = 1.0
     pairs: int = 256  # sampled pairs per image for the margin loss
-    dim: int = 64
+    dim: int | None = None  # None: the paper's head, sized down to <= 1% of the tower (PredictorConfig.for_arch)
     token_hidden: int = 32
     channel_hidden: int = 256
     seed: int = 0
@@ -58,7 +62,7 @@ class TrainSettings:
             "lr": (self.lr > 0, "must be > 0"),
             "weight_decay": (self.weight_decay >= 0, "must be >= 0"),
             "margin": (self.margin > 0, "must be > 0"),
-            "dim": (self.dim >= 1, "must be >= 1"),
+            "dim": (self.dim is None or self.dim >= 1, "must be >= 1"),
         }
         for name, (ok, problem) in checks.items():
             if not ok:
@@ -115,25 +119,70 @@ def kl_target(ranking: torch.Tensor, kept: int) -> torch.Tensor:
     return target_logits.softmax(dim=1)
 
 
-def kl_loss(scores: torch.Tensor, ranking: torch.Tensor, kept: int) -> torch.Tensor:
+def kl_loss(scores: torch.Tensor, ranking: torch.Tensor, kept: int, batch: int | None = None) -> torch.Tensor:
+    """KL(target ‖ softmax(scores)) summed over rows and divided by `batch` (default: these rows — batchmean).
+
+    A distributed rank passes the global batch size, so the ranks' losses add up to the global mean.
+    """
     target = kl_target(ranking, kept).to(scores.device)
-    return F.kl_div(scores.log_softmax(dim=1), target, reduction="batchmean")
+    return F.kl_div(scores.log_softmax(dim=1), target, reduction="sum") / (len(scores) if batch is None else batch)
+
+
+def sample_pairs(
+    batch: int, patches: int, pairs: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ranks (positions in a ranking) of sampled pairs per row: higher, lower, and whether they differ."""
+    first = torch.randint(0, patches, (batch, pairs), generator=generator)
+    second = torch.randint(0, patches, (batch, pairs), generator=generator)
+    high, low = torch.minimum(first, second), torch.maximum(first, second)
+    return high, low, high != low
+
+
+def margin_hinge(
+    scores: torch.Tensor, ranking: torch.Tensor, high: torch.Tensor, low: torch.Tensor, valid: torch.Tensor,
+    margin: float,
+) -> torch.Tensor:
+    """Summed hinge of the valid pairs: the higher-ranked patch must outscore the lower by `margin`."""
+    high_patch = ranking.gather(1, high).to(scores.device)
+    low_patch = ranking.gather(1, low).to(scores.device)
+    gap = scores.gather(1, high_patch) - scores.gather(1, low_patch)
+    return (F.relu(margin - gap) * valid.to(scores.device)).sum()
 
 
 def margin_loss(
     scores: torch.Tensor, ranking: torch.Tensor, margin: float, pairs: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """Hinge on sampled ordered pairs: the higher-ranked patch must outscore the lower by `margin`."""
-    batch, patches = ranking.shape
-    first = torch.randint(0, patches, (batch, pairs), generator=generator)
-    second = torch.randint(0, patches, (batch, pairs), generator=generator)
-    high, low = torch.minimum(first, second), torch.maximum(first, second)
-    valid = high != low
-    high_patch = ranking.gather(1, high).to(scores.device)
-    low_patch = ranking.gather(1, low).to(scores.device)
-    gap = scores.gather(1, high_patch) - scores.gather(1, low_patch)
-    hinge = F.relu(margin - gap)
-    return (hinge * valid.to(scores.device)).sum() / valid.sum().clamp(min=1)
+    """Hinge on sampled ordered pairs, averaged over the valid pairs."""
+    high, low, valid = sample_pairs(*ranking.shape, pairs, generator)
+    return margin_hinge(scores, ranking, high, low, valid, margin) / valid.sum().clamp(min=1)
+
+
+def share_of_batch_loss(
+    module: RankingPredictor,
+    data: TrainingData,
+    rows: torch.Tensor,
+    part: slice,
+    settings: TrainSettings,
+    generator: torch.Generator,
+    device: torch.device | str,
+) -> torch.Tensor | None:
+    """This process's share of the global batch `rows`' loss: the loss of `rows[part]`, normalised globally.
+
+    The margin loss's pairs are drawn for the whole global batch on every rank (the generator stays in
+    step everywhere) and sliced, so the shares add up to the one-process loss of the global batch.
+    None when the slice is empty (a short last batch split over many ranks).
+    """
+    if settings.loss == "margin":
+        high, low, valid = sample_pairs(len(rows), data.ranking.shape[1], settings.pairs, generator)
+    mine = rows[part]
+    if not len(mine):
+        return None
+    scores = module(data.tokens[mine].float().to(device))
+    ranking = data.ranking[mine]
+    if settings.loss == "kl":
+        return kl_loss(scores, ranking, data.kept, batch=len(rows))
+    hinge = margin_hinge(scores, ranking, high[part], low[part], valid[part], settings.margin)
+    return hinge / valid.sum().clamp(min=1)
 
 
 @torch.no_grad()
@@ -154,51 +203,51 @@ def train(
     settings: TrainSettings,
     checkpoint: Path,
     progress: Any = None,
+    dist: Distributed | None = None,
 ) -> tuple[RankingPredictor, dict[str, Any]]:
-    """Train and return the best-on-validation predictor and its history; resumes from `checkpoint`."""
+    """Train and return the best-on-validation predictor and its history; resumes from `checkpoint`.
+
+    Under torchrun every rank holds the same data and draws the same shuffled order; each takes its
+    slice of every global batch and the gradients are summed over ranks before the step, which is the
+    one-process gradient of the global batch. Rank 0 validates and checkpoints; on resume it reads the
+    checkpoint and sends it to the others (no shared filesystem needed). Every rank returns the same
+    best module and history.
+    """
     settings.validate()
+    dist = dist or Distributed()
     torch.manual_seed(settings.seed)
-    config = PredictorConfig.for_arch(
-        model.arch, dim=settings.dim, token_hidden=settings.token_hidden, channel_hidden=settings.channel_hidden
+    config = (
+        PredictorConfig.for_arch(model.arch)
+        if settings.dim is None
+        else PredictorConfig.for_arch(
+            model.arch, dim=settings.dim, token_hidden=settings.token_hidden, channel_hidden=settings.channel_hidden
+        )
     )
     module = RankingPredictor(config).to(model.device)
+    dist.broadcast_module(module)
     optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(settings.seed)
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_state": None, "history": []}
     identity = {"settings": settings.key(), "model": model.fingerprint, "rows": len(train_data)}
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if saved.get("identity") != identity:
-            raise CliprankError(
-                f"checkpoint {checkpoint} belongs to another training run; delete it or choose another --out"
-            )
+    saved = dist.broadcast_object(read_checkpoint(checkpoint, identity) if dist.is_main else None)
+    if saved is not None:
         module.load_state_dict(saved["module"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         generator.set_state(saved["generator"])
         state = saved["state"]
+        log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
     task = progress.add_task("train predictor", total=settings.epochs, completed=state["epoch"]) if progress else None
     module.train()
     for epoch in range(state["epoch"], settings.epochs):
-        order = torch.randperm(len(train_data), generator=generator)
-        total = 0.0
-        for start in range(0, len(train_data), settings.batch_size):
-            rows = order[start : start + settings.batch_size]
-            scores = module(train_data.tokens[rows].float().to(model.device))
-            ranking = train_data.ranking[rows]
-            if settings.loss == "kl":
-                loss = kl_loss(scores, ranking, train_data.kept)
-            else:
-                loss = margin_loss(scores, ranking, settings.margin, settings.pairs, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(rows)
+        loss = train_epoch(module, optimizer, scheduler, generator, train_data, settings, model.device, dist)
+        log.info("epoch %d: training loss %.5f", epoch + 1, loss)
+        if not dist.is_main:
+            continue
         metrics = validate(module, val_data)
-        entry = {"epoch": epoch + 1, "loss": total / len(train_data), **metrics}
+        entry = {"epoch": epoch + 1, "loss": loss, **metrics}
         state["history"].append(entry)
         if state["best"] is None or metrics["top_k_overlap"] > state["best"]["top_k_overlap"]:
             state["best"] = entry
@@ -216,6 +265,47 @@ def train(
                 task, advance=1,
                 description=f"train predictor · loss {entry['loss']:.4f} · val overlap {metrics['top_k_overlap']:.3f}",
             )
+    state = dist.broadcast_object(state)
     module.load_state_dict(state["best_state"])
     module.eval()
     return module, {"best": state["best"], "history": state["history"], "settings": asdict(settings)}
+
+
+def read_checkpoint(checkpoint: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved training state, or None when there is none; refuses a checkpoint of another run."""
+    if not checkpoint.is_file():
+        return None
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if saved.get("identity") != identity:
+        raise CliprankError(
+            f"checkpoint {checkpoint} belongs to another training run; delete it or choose another --out"
+        )
+    return saved
+
+
+def train_epoch(
+    module: RankingPredictor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    data: TrainingData,
+    settings: TrainSettings,
+    device: torch.device | str,
+    dist: Distributed,
+) -> float:
+    """One pass over the shuffled data in global batches; returns the mean training loss (all ranks)."""
+    order = torch.randperm(len(data), generator=generator)
+    total = 0.0
+    for start in range(0, len(data), settings.batch_size):
+        rows = order[start : start + settings.batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss = share_of_batch_loss(module, data, rows, dist.part(len(rows)), settings, generator, device)
+        if loss is None:
+            loss = torch.zeros((), device=device)
+        else:
+            loss.backward()
+        (loss,) = dist.sum_gradients(module.parameters(), loss)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(rows)
+    return total / len(data)

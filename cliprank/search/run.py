@@ -8,6 +8,7 @@ world size) and writes them atomically; the process of rank 0 merges them into t
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +22,8 @@ from cliprank.models.loading import LoadedModel
 from cliprank.search.greedy import SearchSettings, search_batch
 from cliprank.search.store import RankingsMeta, RankingStore, image_hashes
 from cliprank.zeroshot import zero_shot_classifier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,10 +86,13 @@ def run_search(
     store = RankingStore(out, rankings_meta(model, dataset, settings, chunk_size))
     stats = SearchStats()
     if store.is_complete():
+        log.info("%s is complete; nothing to search", store.path)
         return store.path, stats
     chunks = math.ceil(len(dataset) / chunk_size)
     done = store.done_chunks()
     mine = [c for c in range(chunks) if c % world_size == rank and c not in done]
+    log.info("%d chunks of %d images, %d already written; this rank searches %d: %s%s", chunks, chunk_size,
+             len(done), len(mine), mine[:10], " …" if len(mine) > 10 else "")
     classifier = None
     if settings.score in ("label", "max"):
         classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
@@ -105,6 +111,7 @@ def run_search(
         stats.images += len(indices)
         stats.candidate_tokens += evaluator.token_count
         store.write_chunk(chunk, indices, image_hashes(images), result)
+        log.info("chunk %d written: %d images in %.3f s", chunk, len(indices), time.perf_counter() - began)
         if progress is not None:
             progress.advance(task, len(indices))
     if not merge or rank != 0:
@@ -117,4 +124,6 @@ def finish(model: LoadedModel, dataset: ZeroShotDataset, settings: SearchSetting
     store = RankingStore(out, rankings_meta(model, dataset, settings, chunk_size))
     if store.is_complete():
         return store.path
-    return store.merge(math.ceil(len(dataset) / chunk_size))
+    merged = store.merge(math.ceil(len(dataset) / chunk_size))
+    log.info("merged %d chunks into %s", math.ceil(len(dataset) / chunk_size), merged)
+    return merged

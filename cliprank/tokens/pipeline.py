@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from cliprank.cost.budget import solve
+from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Method, Resources, method_class
 from cliprank.methods.with_tokens import SUFFIX
 from cliprank.models.loading import LoadedModel
 from cliprank.tokens.io import LoadedTokens, TokensSet, save_tokens
 from cliprank.tokens.model import LearnedTokens, TokenConfig
-from cliprank.tokens.train import TokenTrainSettings, check_token_config, prepare_split, train_tokens
+from cliprank.tokens.train import SplitData, TokenTrainSettings, check_token_config, prepare_split, train_tokens
 
 
 @dataclass
@@ -76,9 +77,13 @@ def default_block(values: dict[str, Any], depth: int) -> int:
     return min(DEFAULT_BLOCK, depth - 1)
 
 
-def run_add_tokens(model: LoadedModel, job: TokensJob, progress: Any = None) -> tuple[Path, dict[str, Any]]:
+def run_add_tokens(
+    model: LoadedModel, job: TokensJob, progress: Any = None, dist: Distributed | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Train, judge and save tokens. Under torchrun all ranks train; rank 0 alone judges and saves."""
     from cliprank.data import load_dataset
 
+    dist = dist or Distributed()
     job.settings.validate()
     block = job.block if job.block is not None else default_block(job.values, model.arch.depth)
     check_token_config(job.count, block, job.placement, job.text_context, model.arch.depth, job.settings.objective)
@@ -89,26 +94,28 @@ def run_add_tokens(model: LoadedModel, job: TokensJob, progress: Any = None) -> 
     tokens = LearnedTokens(config, seed=job.settings.seed).to(model.device)
     method, _ = solve_setup(model, job, tokens)
 
-    def splits(split: str):
-        return [
-            prepare_split(
-                model,
-                load_dataset(name, split=split, root=job.dataset_root, transform=model.preprocess, limit=job.limit),
-                method, block, progress,
+    def prepare(name: str, split: str) -> SplitData:
+        with dist.main_first():  # rank 0 fills the dataset and feature caches, the other ranks read them
+            dataset = load_dataset(
+                name, split=split, root=job.dataset_root, transform=model.preprocess, limit=job.limit
             )
-            for name in job.datasets
-        ]
+            return prepare_split(model, dataset, method, block, progress)
+
+    def splits(split: str) -> list[SplitData]:
+        return [prepare(name, split) for name in job.datasets]
 
     train_splits, val_splits = splits(job.train_split), splits(job.val_split)
     checkpoint = job.out.with_name(job.out.name + ".ckpt")
     tokens.train()
-    history = train_tokens(model, method, tokens, train_splits, val_splits, job.settings, checkpoint, progress)
+    history = train_tokens(model, method, tokens, train_splits, val_splits, job.settings, checkpoint, progress, dist)
     tokens.eval()
-    without = _without_tokens(model, method, tokens, val_splits)
+    without = _without_tokens(model, method, tokens, val_splits) if dist.is_main else None
     setup = {"method": method.name, "values": _plain(method.values), "budget": job.budget}
     info = {**history, "trained_on": job.datasets, "heldout_split": job.val_split, "heldout_without_tokens": without}
-    save_tokens(job.out, tokens, model, setup, info)
-    checkpoint.unlink(missing_ok=True)
+    if dist.is_main:
+        save_tokens(job.out, tokens, model, setup, info)
+        checkpoint.unlink(missing_ok=True)
+    dist.barrier()  # the other ranks finish only once the tokens are saved
     return job.out, info
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from cliprank.data.items import ZeroShotDataset
+from cliprank.distributed import Distributed
 from cliprank.engine.forward import pool, run_blocks
 from cliprank.engine.plan import Plan
 from cliprank.engine.state import TokenState
@@ -36,6 +38,8 @@ from cliprank.tokens.model import PLACEMENTS, LearnedTokens
 from cliprank.zeroshot import LOGIT_SCALE, compute_classifier
 
 OBJECTIVES = ("distill", "fewshot")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,12 +158,19 @@ class TokenForward:
         return self.tokens.text_classifier(self.model, data.dataset.classnames)
 
 
-def loss_on(forward: TokenForward, data: SplitData, rows: torch.Tensor, objective: str) -> torch.Tensor:
+def loss_on(
+    forward: TokenForward, data: SplitData, rows: torch.Tensor, objective: str, batch: int | None = None
+) -> torch.Tensor:
+    """Mean loss over `rows`; or, given `batch`, their summed loss over it (a rank's share of a global mean)."""
     embeddings = F.normalize(forward.embeddings(data, rows).float(), dim=-1)
     if objective == "distill":
-        return (1 - (embeddings * data.target[rows].to(embeddings.device)).sum(-1)).mean()
+        losses = 1 - (embeddings * data.target[rows].to(embeddings.device)).sum(-1)
+        return losses.mean() if batch is None else losses.sum() / batch
     logits = LOGIT_SCALE * embeddings @ forward.classifier(data)
-    return F.cross_entropy(logits, data.labels[rows].to(embeddings.device))
+    labels = data.labels[rows].to(embeddings.device)
+    if batch is None:
+        return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels, reduction="sum") / batch
 
 
 @torch.no_grad()
@@ -190,12 +201,20 @@ def train_tokens(
     settings: TokenTrainSettings,
     checkpoint: Path,
     progress: Any = None,
+    dist: Distributed | None = None,
 ) -> dict[str, Any]:
-    """Optimise `tokens` in place; leaves the best epoch's values loaded and returns the history."""
+    """Optimise `tokens` in place; leaves the best epoch's values loaded and returns the history.
+
+    Under torchrun every rank draws the same batches; each computes its slice of every global batch,
+    gradients are summed over ranks (the one-process gradient of the global batch), and rank 0
+    validates and checkpoints. Every rank ends with the same best tokens and history.
+    """
     settings.validate()
+    dist = dist or Distributed()
     torch.manual_seed(settings.seed)
     block = tokens.config.block
     forward = TokenForward(model, method, tokens, block)
+    dist.broadcast_module(tokens)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     pools = [
         few_shot_rows(d.labels, settings.shots, settings.seed) if settings.objective == "fewshot"
@@ -211,34 +230,22 @@ def train_tokens(
     ).hexdigest()[:16]
     selector = "cosine" if settings.objective == "distill" else "mean_top1"
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_state": None, "history": []}
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if saved.get("identity") != identity:
-            raise CliprankError(f"checkpoint {checkpoint} belongs to another run; delete it or choose another --out")
+    saved = dist.broadcast_object(read_checkpoint(checkpoint, identity) if dist.is_main else None)
+    if saved is not None:
         tokens.load_state_dict(saved["tokens"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         generator.set_state(saved["generator"])
         state = saved["state"]
+        log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
     task = progress.add_task("train tokens", total=settings.epochs, completed=state["epoch"]) if progress else None
     for epoch in range(state["epoch"], settings.epochs):
-        batches = [
-            (which, rows[order[i : i + settings.batch_size]])
-            for which, rows in enumerate(pools)
-            for order in [torch.randperm(len(rows), generator=generator)]
-            for i in range(0, len(rows), settings.batch_size)
-        ]
-        total = 0.0
-        for position in torch.randperm(len(batches), generator=generator).tolist():
-            which, rows = batches[position]
-            loss = loss_on(forward, train_splits[which], rows, settings.objective)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
+        loss = train_epoch(forward, optimizer, scheduler, generator, pools, train_splits, settings, dist)
+        log.info("epoch %d: training loss %.5f", epoch + 1, loss)
+        if not dist.is_main:
+            continue
         metrics = validate(forward, val_splits)
-        entry = {"epoch": epoch + 1, "loss": total / max(1, len(batches)), **metrics}
+        entry = {"epoch": epoch + 1, "loss": loss, **metrics}
         state["history"].append(entry)
         if state["best"] is None or metrics[selector] > state["best"][selector]:
             state["best"] = entry
@@ -254,5 +261,51 @@ def train_tokens(
                 f"train tokens · loss {entry['loss']:.4f} · val cos {metrics['cosine']:.4f} · "
                 f"val top-1 {100 * metrics['mean_top1']:.1f}"
             ))
+    state = dist.broadcast_object(state)
     tokens.load_state_dict(state["best_state"])
     return {"best": state["best"], "history": state["history"], "settings": asdict(settings), "selected_by": selector}
+
+
+def read_checkpoint(checkpoint: Path, identity: str) -> dict[str, Any] | None:
+    """The saved training state, or None when there is none; refuses a checkpoint of another run."""
+    if not checkpoint.is_file():
+        return None
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if saved.get("identity") != identity:
+        raise CliprankError(f"checkpoint {checkpoint} belongs to another run; delete it or choose another --out")
+    return saved
+
+
+def train_epoch(
+    forward: TokenForward,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    pools: list[torch.Tensor],
+    splits: list[SplitData],
+    settings: TokenTrainSettings,
+    dist: Distributed,
+) -> float:
+    """One epoch: every split's rows in shuffled global batches, the batches in shuffled order; mean loss."""
+    batches = [
+        (which, rows[order[i : i + settings.batch_size]])
+        for which, rows in enumerate(pools)
+        for order in [torch.randperm(len(rows), generator=generator)]
+        for i in range(0, len(rows), settings.batch_size)
+    ]
+    total = 0.0
+    parameters = list(forward.tokens.parameters())
+    for position in torch.randperm(len(batches), generator=generator).tolist():
+        which, rows = batches[position]
+        optimizer.zero_grad(set_to_none=True)
+        mine = rows[dist.part(len(rows))]  # all rows in one process
+        if len(mine):
+            loss = loss_on(forward, splits[which], mine, settings.objective, len(rows) if dist.enabled else None)
+            loss.backward()
+        else:  # this rank's slice of a short batch is empty: it contributes zero gradients
+            loss = torch.zeros((), device=forward.model.device)
+        (loss,) = dist.sum_gradients(parameters, loss)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+    return total / max(1, len(batches))
