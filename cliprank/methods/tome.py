@@ -192,7 +192,17 @@ class ToMe(Method):
 
     @classmethod
     def knob_candidates(cls, arch: VisionArch, values: dict[str, Any]) -> Sequence[Any]:
-        return list(range(0, arch.patches // 2 + 1))
+        """Constant r, plus the steps between r and r+1 (the first k blocks merge one more token).
+
+        A constant r moves the cost in coarse steps (r tokens fewer in every block); the
+        in-between per-block lists — themselves ordinary ToMe schedules — let the budget solver land
+        as close under the budget as the other methods do. With a trend (`inflect`), only constant r.
+        """
+        constant = list(range(0, arch.patches // 2 + 1))
+        if values.get("inflect"):
+            return constant
+        between = [[r + 1] * k + [r] * (arch.depth - k) for r in constant[:-1] for k in range(1, arch.depth)]
+        return constant + between
 
     def describe(self) -> dict[str, Any]:
         return {**self.values, "r_per_block": self.merges()}
