@@ -14,9 +14,10 @@ latency and memory do not depend on the dataset and are measured once per settin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -100,7 +101,9 @@ def method_settings(
                 continue
             seen.add((spec, budget))
             if budget is None and not explicit:
-                raise CliprankError(f"{name} needs --budget or an explicit {cls.knob}=... (e.g. {name}({cls.knob}=...))")
+                raise CliprankError(
+                    f"{name} needs --budget or an explicit {cls.knob}=... (e.g. {name}({cls.knob}=...))"
+                )
             settings.append(Setting(spec=spec, solved=solve(name, model.arch, values, budget, resources)))
     return settings
 
@@ -114,15 +117,20 @@ def measure_speeds(model: LoadedModel, rows: list[Setting], images: torch.Tensor
     from cliprank.profiling import interleaved_medians, measure_peak_memory, measure_throughputs
 
     modules = [ReducedVisual(model.visual, row.method.plan(), meta) for row in rows]
-    singles = [ReducedVisual(model.visual, row.method.plan(), {k: _head(v, 1) for k, v in meta.items()}) for row in rows]
+    singles = [
+        ReducedVisual(model.visual, row.method.plan(), {k: _head(v, 1) for k, v in meta.items()}) for row in rows
+    ]
     timings = measure_throughputs(modules, images, repeats=repeats, warmup=1)
     latencies = interleaved_medians(singles, images[:1], repeats=max(3, repeats), warmup=1)
     for row, module, timing, latency in zip(rows, modules, timings, latencies):
         memory = measure_peak_memory(module, images)
         row.speed = {
             "throughput": Throughput(
-                images_per_second=timing.images_per_second, batch_size=timing.batch_size,
-                warmup=timing.warmup, repeats=timing.repeats, threads=timing.threads,
+                images_per_second=timing.images_per_second,
+                batch_size=timing.batch_size,
+                warmup=timing.warmup,
+                repeats=timing.repeats,
+                threads=timing.threads,
             ),
             "latency_ms": latency * 1000,
             "peak_memory_mb": None if memory.peak_bytes is None else memory.peak_bytes / 2**20,
@@ -178,8 +186,13 @@ def row_classifier(model: LoadedModel, dataset: Any, setting: Setting, default: 
 
 
 def encode_batch(
-    model: LoadedModel, images: torch.Tensor, meta: dict[str, Any], setting: Setting, plan: Any,
-    classifier: torch.Tensor, indices: Any,
+    model: LoadedModel,
+    images: torch.Tensor,
+    meta: dict[str, Any],
+    setting: Setting,
+    plan: Any,
+    classifier: torch.Tensor,
+    indices: Any,
 ) -> dict[str, Any]:
     """One batch under one setting: logits, per-image MACs, executed schedule, patch scores (on the CPU).
 
@@ -357,8 +370,12 @@ def run_evaluation(settings: EvaluateSettings, progress: Any = None, dist: Distr
         for dataset_name in settings.datasets:
             with dist.main_first():  # one rank builds or downloads the data, the others read it
                 dataset = load_dataset(
-                    dataset_name, split=settings.split, root=settings.dataset_root, transform=model.preprocess,
-                    limit=settings.limit, download=settings.download,
+                    dataset_name,
+                    split=settings.split,
+                    root=settings.dataset_root,
+                    transform=model.preprocess,
+                    limit=settings.limit,
+                    download=settings.download,
                 )
             pending = [row for row in rows if not writer.has(settings_key(model, dataset.name, row))]
             pending_keys = dist.broadcast_object([row.key for row in pending])  # rank 0's report decides
@@ -376,7 +393,15 @@ def run_evaluation(settings: EvaluateSettings, progress: Any = None, dist: Distr
                 write_records(settings, writer, model, dataset, pending, results, labels, golden, resources)
                 continue
             merged = evaluate_dataset_sharded(
-                model, dataset, settings.split, pending, classifier, parts, dist, settings.workers, golden,
+                model,
+                dataset,
+                settings.split,
+                pending,
+                classifier,
+                parts,
+                dist,
+                settings.workers,
+                golden,
                 progress if dist.is_main else None,
             )
             if merged is not None:  # rank 0: the others wait at the barrier below while it writes the records
@@ -403,7 +428,14 @@ def encode_in_memory(
         task = progress.add_task(f"{model.name} · {dataset.name} · {len(pending)} settings", total=len(dataset))
         advance = lambda n: progress.advance(task, n)  # noqa: E731
     return evaluate_dataset(
-        model, dataset, settings.split, pending, classifier, settings.batch_size, settings.workers, golden,
+        model,
+        dataset,
+        settings.split,
+        pending,
+        classifier,
+        settings.batch_size,
+        settings.workers,
+        golden,
         on_batch=advance,
     )
 

@@ -39,9 +39,9 @@ from cliprank.errors import CliprankError
 from cliprank.io import atomic_write_json, atomic_write_text
 from cliprank.methods.base import Method, method_class
 from cliprank.methods.spec import MethodSpec, format_method_spec
-from cliprank.resources import load_resources
 from cliprank.models import embedded
 from cliprank.models.arch import VisionArch
+from cliprank.resources import load_resources
 
 SCHEMA_VERSION = "cliprank.profile/1"
 CONVENTION = "GMACs = 10⁹ multiply-adds, fvcore convention, image tower only"
@@ -156,9 +156,11 @@ class Probe:
     meta: dict[str, Any] | None
 
     def head(self, count: int) -> Probe:
-        meta = None if self.meta is None else {
-            k: v[:count] if isinstance(v, torch.Tensor) else v for k, v in self.meta.items()
-        }
+        meta = (
+            None
+            if self.meta is None
+            else {k: v[:count] if isinstance(v, torch.Tensor) else v for k, v in self.meta.items()}
+        )
         return Probe(self.images[:count], meta)
 
 
@@ -169,8 +171,9 @@ def probe_images(loaded: Any, settings: ProfileSettings, count: int, offset: int
     from cliprank.data import load_dataset, make_loader
     from cliprank.evaluate import batch_meta
 
-    dataset = load_dataset(settings.dataset, split=settings.split, root=settings.dataset_root,
-                           transform=loaded.preprocess)
+    dataset = load_dataset(
+        settings.dataset, split=settings.split, root=settings.dataset_root, transform=loaded.preprocess
+    )
     images, _, indices = next(iter(make_loader(dataset, batch_size=min(count, len(dataset)))))
     images = images.to(loaded.device)
     return Probe(images, batch_meta(dataset.name, settings.split, images, indices, hashes=True))
@@ -325,8 +328,13 @@ def check_schedule(declared: Schedule, executed: list[tuple[float, float]], adap
 
 
 def profile_method(
-    method: Method, visual: nn.Module, settings: ProfileSettings, spec: str, budget: float | None,
-    images: Probe, batch: Probe,
+    method: Method,
+    visual: nn.Module,
+    settings: ProfileSettings,
+    spec: str,
+    budget: float | None,
+    images: Probe,
+    batch: Probe,
 ) -> ProfileRow:
     """Everything about one configured method except its timings (those are taken for all rows at once)."""
     cost = measure_cost(method, visual, images.images, cross_check=settings.cross_check, meta=images.meta)

@@ -65,6 +65,9 @@ def apply_recipe(ctx: typer.Context, param: typer.CallbackParam, value: str | No
 
 
 RecipeOption = typer.Option(
-    None, "--recipe", help="YAML file of option values (command-line options override it).",
-    callback=apply_recipe, is_eager=True,
+    None,
+    "--recipe",
+    help="YAML file of option values (command-line options override it).",
+    callback=apply_recipe,
+    is_eager=True,
 )

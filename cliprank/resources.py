@@ -6,8 +6,8 @@ rankings, predictor and tokens are used when none are given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Resources, method_class

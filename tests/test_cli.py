@@ -22,16 +22,24 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 BAD_INPUTS = {
     "unknown model": (["evaluate", "--model", "ViT-Q-99", "--pretrained", "none"], "unknown model"),
     "unknown method": (["evaluate", "--pretrained", "none", "--method", "magic"], "unknown method 'magic'"),
-    "budget out of range": (["evaluate", "--pretrained", "none", "--method", "topk", "--budget", "1.5"], "out of range"),
+    "budget out of range": (
+        ["evaluate", "--pretrained", "none", "--method", "topk", "--budget", "1.5"],
+        "out of range",
+    ),
     "bad knob": (["evaluate", "--pretrained", "none", "--method", "topk(keep=0)"], "keep=0"),
     "unknown knob": (["evaluate", "--pretrained", "none", "--method", "tome(speed=3)"], "unknown parameter"),
     "missing checkpoint": (["evaluate", "--pretrained", "/nowhere/model.pt"], "checkpoint not found"),
-    "unknown dataset": (["evaluate", "--pretrained", "none", "--dataset", "mnistt", "--method", "none"], "unknown dataset"),
+    "unknown dataset": (
+        ["evaluate", "--pretrained", "none", "--dataset", "mnistt", "--method", "none"],
+        "unknown dataset",
+    ),
     "missing dataset offline": (
-        ["evaluate", "--pretrained", "none", "--dataset", "pets", "--method", "none"], "dataset-root"
+        ["evaluate", "--pretrained", "none", "--dataset", "pets", "--method", "none"],
+        "dataset-root",
     ),
     "golden without rankings": (
-        ["evaluate", "--pretrained", "none", "--method", "golden", "--budget", "0.7"], "rankings"
+        ["evaluate", "--pretrained", "none", "--method", "golden", "--budget", "0.7"],
+        "rankings",
     ),
     "search knob out of range": (["search", "--pretrained", "none", "--dataset", "digits", "--unit", "0"], "unit"),
     "unknown recipe": (["evaluate", "--recipe", "no-such-recipe"], "recipe not found"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
-from cliprank.engine import Plan, Trace, TokenState, encode
+from cliprank.engine import Plan, TokenState, Trace, encode
 from cliprank.engine.forward import embed, pool, run_blocks
 from cliprank.models import describe, load_model
 from cliprank.models.arch import VisionArch

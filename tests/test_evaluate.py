@@ -48,8 +48,21 @@ def test_classifier_is_cached_and_invalidated(tiny, monkeypatch) -> None:
         zeroshot.zero_shot_classifier(tiny, names, ["a drawing of a {c}."])
 
 
-ARGS = ["evaluate", "--pretrained", "none", "--method", "none,topk,random,tome", "--budget", "0.7", "--limit", "12",
-        "--no-speed", "--no-flops", "--batch-size", "8"]
+ARGS = [
+    "evaluate",
+    "--pretrained",
+    "none",
+    "--method",
+    "none,topk,random,tome",
+    "--budget",
+    "0.7",
+    "--limit",
+    "12",
+    "--no-speed",
+    "--no-flops",
+    "--batch-size",
+    "8",
+]
 
 
 def test_report_compare_round_trip_and_injected_regression(tmp_path) -> None:
@@ -97,7 +110,9 @@ def test_interrupted_run_resumes_without_redoing_complete_records(tmp_path, monk
     assert {r.dataset for r in partial.records} == {"faces"}
     monkeypatch.setattr(evaluate_module, "evaluate_dataset", real)
     seen.clear()
-    monkeypatch.setattr(evaluate_module, "evaluate_dataset", lambda m, d, *a, **k: (seen.append(d.name), real(m, d, *a, **k))[1])
+    monkeypatch.setattr(
+        evaluate_module, "evaluate_dataset", lambda m, d, *a, **k: (seen.append(d.name), real(m, d, *a, **k))[1]
+    )
     assert run([*ARGS, "--dataset", "faces,textiles", "--out", str(out)]) == 0
     assert seen == ["textiles"]
     final = load_report(out / "report.json")
@@ -109,16 +124,55 @@ def test_interrupted_run_resumes_without_redoing_complete_records(tmp_path, monk
 def test_golden_through_evaluate_matches_the_search(tmp_path) -> None:
     """evaluate's golden row, at the searched keep count, scores what the searched sets score."""
     rankings = tmp_path / "faces.rankings"
-    assert run(["search", "--pretrained", "none", "--dataset", "faces", "--split", "test", "--limit", "8",
-                "--score", "label", "--chunk-size", "3", "--out", str(rankings)]) == 0
+    assert (
+        run(
+            [
+                "search",
+                "--pretrained",
+                "none",
+                "--dataset",
+                "faces",
+                "--split",
+                "test",
+                "--limit",
+                "8",
+                "--score",
+                "label",
+                "--chunk-size",
+                "3",
+                "--out",
+                str(rankings),
+            ]
+        )
+        == 0
+    )
     from cliprank.search.store import Rankings
 
     stored = Rankings.load(rankings)
     keep = stored.kept / 64
     out = tmp_path / "golden"
-    assert run(["evaluate", "--pretrained", "none", "--dataset", "faces", "--limit", "8", "--method",
-                f"none,golden(keep={keep}),topk(keep={keep})", "--rankings", str(rankings), "--no-speed", "--no-flops",
-                "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "evaluate",
+                "--pretrained",
+                "none",
+                "--dataset",
+                "faces",
+                "--limit",
+                "8",
+                "--method",
+                f"none,golden(keep={keep}),topk(keep={keep})",
+                "--rankings",
+                str(rankings),
+                "--no-speed",
+                "--no-flops",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     records = {r.method: r for r in load_report(out / "report.json").records}
     golden = records["golden"]
     assert golden.method_label == "oracle"

@@ -32,9 +32,14 @@ def test_macs_are_counted_and_small() -> None:
     arch = describe(open_clip.create_model("ViT-B-16").visual)
     module = RankingPredictor(PredictorConfig.for_arch(arch))
     linear = sum(m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
-    per_token = {module.reduce: arch.tokens, module.channel_mlp[0]: arch.tokens, module.channel_mlp[2]: arch.tokens,
-                 module.token_mlp[0]: module.config.dim, module.token_mlp[2]: module.config.dim,
-                 module.head: arch.tokens - 1}
+    per_token = {
+        module.reduce: arch.tokens,
+        module.channel_mlp[0]: arch.tokens,
+        module.channel_mlp[2]: arch.tokens,
+        module.token_mlp[0]: module.config.dim,
+        module.token_mlp[2]: module.config.dim,
+        module.head: arch.tokens - 1,
+    }
     expected = sum(layer.in_features * layer.out_features * n for layer, n in per_token.items())
     assert module.macs() == expected and linear > 0
     assert module.macs() <= 0.01 * unpruned_macs(arch)
@@ -160,5 +165,4 @@ def test_predictor_method_prunes_by_its_scores_and_pays_for_them(tiny, tiny_imag
         entering = run_blocks(tiny.visual, embed(tiny.visual, tiny_images), Plan.identity(6), stop=3)
         expected = module(entering.x)
     assert torch.allclose(trace.patch_scores, expected)
-    assert torch.equal(ranking_to_scores(expected.argsort(1, descending=True)).argsort(1),
-                       expected.argsort(1))
+    assert torch.equal(ranking_to_scores(expected.argsort(1, descending=True)).argsort(1), expected.argsort(1))

@@ -81,10 +81,23 @@ def test_bad_settings_are_refused(tiny) -> None:
 
 def _meta(tiny, images: int = 4) -> RankingsMeta:
     return RankingsMeta(
-        model=tiny.name, pretrained=tiny.pretrained, model_fingerprint=tiny.fingerprint, dataset="toy", split="test",
-        dataset_fingerprint="abc", images=images, patches=64, grid=(8, 8),
-        settings={"block": 3, "unit": 2, "step_tokens": 10, "total": 0.4, "score": "similarity",
-                  "direction": "backward"},
+        model=tiny.name,
+        pretrained=tiny.pretrained,
+        model_fingerprint=tiny.fingerprint,
+        dataset="toy",
+        split="test",
+        dataset_fingerprint="abc",
+        images=images,
+        patches=64,
+        grid=(8, 8),
+        settings={
+            "block": 3,
+            "unit": 2,
+            "step_tokens": 10,
+            "total": 0.4,
+            "score": "similarity",
+            "direction": "backward",
+        },
         chunk_size=2,
     )
 
@@ -105,7 +118,9 @@ def test_store_round_trip_and_validation(tiny, tiny_images, tmp_path) -> None:
     loaded = Rankings.load(path)
     assert torch.equal(loaded.ranking.long(), result.ranking)
     lookup = RankingLookup(loaded, tiny.fingerprint)
-    assert torch.equal(lookup.patch_scores(torch.tensor([2, 0]), hashes[[2, 0]]), ranking_to_scores(result.ranking[[2, 0]]))
+    assert torch.equal(
+        lookup.patch_scores(torch.tensor([2, 0]), hashes[[2, 0]]), ranking_to_scores(result.ranking[[2, 0]])
+    )
     with pytest.raises(CliprankError, match="content hash"):
         lookup.patch_scores(torch.tensor([0]), hashes[[1]])
     with pytest.raises(CliprankError, match="no ranking for image 9"):

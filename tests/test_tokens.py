@@ -76,8 +76,15 @@ def test_tokens_are_in_the_cost_and_the_budget(tiny) -> None:
 
 
 def _job(tmp_path, epochs: int = 2, **changes) -> TokensJob:
-    base = dict(method="random", values={"keep": 0.5}, budget=None, datasets=["faces"], out=tmp_path / "t.safetensors",
-                limit=24, settings=TokenTrainSettings(epochs=epochs, batch_size=8, lr=5e-2))
+    base = dict(
+        method="random",
+        values={"keep": 0.5},
+        budget=None,
+        datasets=["faces"],
+        out=tmp_path / "t.safetensors",
+        limit=24,
+        settings=TokenTrainSettings(epochs=epochs, batch_size=8, lr=5e-2),
+    )
     return TokensJob(**{**base, **changes})
 
 
@@ -112,8 +119,11 @@ def test_text_context_needs_labels(tiny, tmp_path) -> None:
 
 
 def test_fewshot_with_text_context_trains(tiny, tmp_path) -> None:
-    job = _job(tmp_path, text_context=2, settings=TokenTrainSettings(objective="fewshot", shots=4, epochs=2,
-                                                                     batch_size=4, lr=5e-2))
+    job = _job(
+        tmp_path,
+        text_context=2,
+        settings=TokenTrainSettings(objective="fewshot", shots=4, epochs=2, batch_size=4, lr=5e-2),
+    )
     path, info = run_add_tokens(tiny, job)
     loaded = load_tokens(path, tiny).items[0]
     assert loaded.module.context.shape == (2, tiny.model.token_embedding.embedding_dim)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -17,13 +16,19 @@ from cliprank.recipes import RecipeOption
 
 @app.command("add-tokens")
 def add_tokens_command(
-    method: str = typer.Option("predictor", "--method", help="Base pruning method spec, e.g. predictor or golden(keep=0.6)."),
-    budget: Optional[str] = typer.Option(None, "--budget", "-b", help="GMACs budget the setup is solved for (tokens included)."),
+    method: str = typer.Option(
+        "predictor", "--method", help="Base pruning method spec, e.g. predictor or golden(keep=0.6)."
+    ),
+    budget: str | None = typer.Option(
+        None, "--budget", "-b", help="GMACs budget the setup is solved for (tokens included)."
+    ),
     dataset: str = typer.Option(EMBEDDED_DATASETS, "--dataset", "-d", help="Training datasets, comma-separated."),
     model: str = typer.Option("cliprank-tiny", "--model", "-m"),
     pretrained: str = typer.Option("embedded", "--pretrained", "-p"),
     count: int = typer.Option(4, help="Number of learnable visual tokens."),
-    block: Optional[int] = typer.Option(None, help="Block where tokens enter (default: the method's pruning block; 0 = input)."),
+    block: int | None = typer.Option(
+        None, help="Block where tokens enter (default: the method's pruning block; 0 = input)."
+    ),
     placement: str = typer.Option("shallow", help="shallow (one set) or deep (fresh tokens every block)."),
     text_context: int = typer.Option(0, help="CoOp-style learned text context vectors (needs --objective fewshot)."),
     objective: str = typer.Option("distill", help="distill (label-free, match unpruned embeddings) or fewshot."),
@@ -34,14 +39,14 @@ def add_tokens_command(
     seed: int = typer.Option(0),
     train_split: str = typer.Option("train"),
     val_split: str = typer.Option("val", help="Held-out split for validation (never test)."),
-    limit: Optional[int] = typer.Option(None),
-    dataset_root: Optional[Path] = typer.Option(None),
-    rankings: Optional[list[Path]] = typer.Option(None, help="Rankings (when the base method is golden)."),
-    predictor: Optional[Path] = typer.Option(None, help="Predictor (when the base method is predictor)."),
+    limit: int | None = typer.Option(None),
+    dataset_root: Path | None = typer.Option(None),
+    rankings: list[Path] | None = typer.Option(None, help="Rankings (when the base method is golden)."),
+    predictor: Path | None = typer.Option(None, help="Predictor (when the base method is predictor)."),
     device: str = typer.Option("cpu"),
-    threads: Optional[int] = typer.Option(None, min=1),
+    threads: int | None = typer.Option(None, min=1),
     out: Path = typer.Option(Path("runs/predictor.tokens.safetensors"), "--out", "-o"),
-    recipe: Optional[str] = RecipeOption,
+    recipe: str | None = RecipeOption,
 ) -> None:
     """Train a few tokens (CLIP frozen) that recover the accuracy one pruning setup loses."""
     from cliprank.distributed import Distributed
@@ -63,12 +68,24 @@ def add_tokens_command(
         dist.log_to(out.with_name(out.name + ".logs"))
         loaded = load_model(model, pretrained, device=dist.device)
         job = TokensJob(
-            method=name, values=values, budget=budgets[0], datasets=split_list(dataset), out=out, count=count,
-            block=block, placement=placement, text_context=text_context, train_split=train_split,
-            val_split=val_split, limit=limit, dataset_root=dataset_root, rankings=list(rankings or []),
+            method=name,
+            values=values,
+            budget=budgets[0],
+            datasets=split_list(dataset),
+            out=out,
+            count=count,
+            block=block,
+            placement=placement,
+            text_context=text_context,
+            train_split=train_split,
+            val_split=val_split,
+            limit=limit,
+            dataset_root=dataset_root,
+            rankings=list(rankings or []),
             predictor=predictor,
-            settings=TokenTrainSettings(objective=objective, shots=shots, epochs=epochs, batch_size=batch_size,
-                                        lr=lr, seed=seed),
+            settings=TokenTrainSettings(
+                objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
+            ),
         )
         with progress_bar() if dist.is_main else dist.quiet() as progress:
             path, info = run_add_tokens(loaded, job, progress, dist)

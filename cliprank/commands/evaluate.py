@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -20,8 +19,12 @@ DEFAULT_BUDGETS = "0.5,0.7,0.9"
 
 def progress_bar() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
     )
 
 
@@ -29,29 +32,37 @@ def progress_bar() -> Progress:
 def evaluate_command(
     model: str = typer.Option("cliprank-tiny", "--model", "-m", help="Model name(s), comma-separated."),
     pretrained: str = typer.Option(
-        "embedded", "--pretrained", "-p", help="Weights: a tag, a checkpoint path, 'embedded' or 'none' (one, or one per model)."
+        "embedded",
+        "--pretrained",
+        "-p",
+        help="Weights: a tag, a checkpoint path, 'embedded' or 'none' (one, or one per model).",
     ),
-    dataset: Optional[str] = typer.Option(
-        None, "--dataset", "-d", help=f"Dataset(s), comma-separated (default for the embedded model: {EMBEDDED_DATASETS})."
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help=f"Dataset(s), comma-separated (default for the embedded model: {EMBEDDED_DATASETS}).",
     ),
     method: str = typer.Option("all", "--method", help="Method specs, e.g. 'tome,evit(keep=0.7)', or 'all'."),
-    budget: str = typer.Option(DEFAULT_BUDGETS, "--budget", "-b", help="GMACs budgets as fractions of unpruned, comma-separated."),
+    budget: str = typer.Option(
+        DEFAULT_BUDGETS, "--budget", "-b", help="GMACs budgets as fractions of unpruned, comma-separated."
+    ),
     split: str = typer.Option("test", help="Dataset split to evaluate."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate a deterministic, class-balanced subset of N images."),
-    dataset_root: Optional[Path] = typer.Option(None, help="Folder holding downloaded datasets."),
+    limit: int | None = typer.Option(None, help="Evaluate a deterministic, class-balanced subset of N images."),
+    dataset_root: Path | None = typer.Option(None, help="Folder holding downloaded datasets."),
     download: bool = typer.Option(False, help="Let torchvision download missing datasets (needs internet)."),
     batch_size: int = typer.Option(64, min=1, help="Images per forward."),
     workers: int = typer.Option(0, min=0, help="Data-loading worker processes."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
     seed: int = typer.Option(0, help="Seed recorded in the report and used by seeded methods."),
-    rankings: Optional[list[Path]] = typer.Option(None, help="Golden rankings file(s) or folder(s) (for golden)."),
-    predictor: Optional[Path] = typer.Option(None, help="Trained ranking predictor (for predictor)."),
-    tokens: Optional[Path] = typer.Option(None, help="Learned tokens (for METHOD+tokens)."),
+    rankings: list[Path] | None = typer.Option(None, help="Golden rankings file(s) or folder(s) (for golden)."),
+    predictor: Path | None = typer.Option(None, help="Trained ranking predictor (for predictor)."),
+    tokens: Path | None = typer.Option(None, help="Learned tokens (for METHOD+tokens)."),
     speed: bool = typer.Option(True, help="Measure throughput, latency and memory per setting."),
     flops: bool = typer.Option(True, help="Count GMACs with fvcore as a cross-check of the analytic count."),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="Output folder (report.json/.md/.png)."),
-    recipe: Optional[str] = RecipeOption,
+    recipe: str | None = RecipeOption,
 ) -> None:
     """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
     from cliprank.distributed import Distributed

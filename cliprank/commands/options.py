@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -47,9 +46,9 @@ def parse_budgets(text: str | None) -> list[float | None]:
 def resolve_methods(
     text: str,
     models: list[tuple[str, str]],
-    rankings: Optional[list[Path]],
-    predictor: Optional[Path],
-    tokens: Optional[Path],
+    rankings: list[Path] | None,
+    predictor: Path | None,
+    tokens: Path | None,
 ) -> list[MethodSpec]:
     """Method specs; `all` expands to every method whose inputs exist for these models."""
     if text.strip() != "all":

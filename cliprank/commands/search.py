@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -20,11 +19,13 @@ def search_command(
     model: str = typer.Option("cliprank-tiny", "--model", "-m"),
     pretrained: str = typer.Option("embedded", "--pretrained", "-p"),
     split: str = typer.Option("train", help="Split to search (train for predictor data, test for the oracle)."),
-    limit: Optional[int] = typer.Option(None, help="Search a deterministic class-balanced subset of N images."),
-    dataset_root: Optional[Path] = typer.Option(None),
+    limit: int | None = typer.Option(None, help="Search a deterministic class-balanced subset of N images."),
+    dataset_root: Path | None = typer.Option(None),
     download: bool = typer.Option(False),
     block: int = typer.Option(3, help="Pruning block: candidates are removed from the tokens entering it."),
-    unit: int = typer.Option(2, help="Candidate unit: k for non-overlapping k×k blocks of patches (1 = single patches)."),
+    unit: int = typer.Option(
+        2, help="Candidate unit: k for non-overlapping k×k blocks of patches (1 = single patches)."
+    ),
     step_tokens: int = typer.Option(10, help="Patches removed (or added) per greedy step."),
     total: float = typer.Option(0.4, help="Fraction of patches removed in total."),
     score: str = typer.Option("similarity", help="similarity (label-free), label or max."),
@@ -32,9 +33,9 @@ def search_command(
     chunk_size: int = typer.Option(64, min=1, help="Images per checkpointed chunk."),
     max_batch_tokens: int = typer.Option(32768, min=64, help="Tokens per candidate batch (memory cap)."),
     device: str = typer.Option("cpu"),
-    threads: Optional[int] = typer.Option(None, min=1),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Rankings file (default runs/rankings/...)."),
-    recipe: Optional[str] = RecipeOption,
+    threads: int | None = typer.Option(None, min=1),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Rankings file (default runs/rankings/...)."),
+    recipe: str | None = RecipeOption,
 ) -> None:
     """Find each image's golden ranking of patch tokens at the pruning block."""
     from cliprank.data import load_dataset
@@ -58,8 +59,16 @@ def search_command(
         dist.log_to(path.with_name(path.name + ".logs"))
         with progress_bar() if dist.is_main else dist.quiet() as progress:
             _, stats = run_search(
-                loaded, data, settings, path, chunk_size, max_batch_tokens, dist.rank, dist.world_size,
-                progress if dist.is_main else None, merge=False,
+                loaded,
+                data,
+                settings,
+                path,
+                chunk_size,
+                max_batch_tokens,
+                dist.rank,
+                dist.world_size,
+                progress if dist.is_main else None,
+                merge=False,
             )
         searched = dist.total(stats.images)  # also the barrier: every rank has written its chunks
         if dist.is_main:

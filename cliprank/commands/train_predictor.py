@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,19 +22,21 @@ def train_predictor_command(
     pretrained: str = typer.Option("embedded", "--pretrained", "-p"),
     train_split: str = typer.Option("train"),
     val_split: str = typer.Option("val", help="Held-out split for validation (never the test split)."),
-    limit: Optional[int] = typer.Option(None, help="Use a deterministic subset of N images per dataset and split."),
-    dataset_root: Optional[Path] = typer.Option(None),
+    limit: int | None = typer.Option(None, help="Use a deterministic subset of N images per dataset and split."),
+    dataset_root: Path | None = typer.Option(None),
     loss: str = typer.Option("kl", help="kl (the paper's) or margin (pairwise margin ranking)."),
     epochs: int = typer.Option(50),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(1e-3),
     weight_decay: float = typer.Option(1e-4),
-    dim: Optional[int] = typer.Option(None, help="Reduced channel width (default: the paper's 64, halved until <= 1% of the tower's MACs)."),
+    dim: int | None = typer.Option(
+        None, help="Reduced channel width (default: the paper's 64, halved until <= 1% of the tower's MACs)."
+    ),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
-    threads: Optional[int] = typer.Option(None, min=1),
+    threads: int | None = typer.Option(None, min=1),
     out: Path = typer.Option(Path("runs/predictor.safetensors"), "--out", "-o"),
-    recipe: Optional[str] = RecipeOption,
+    recipe: str | None = RecipeOption,
 ) -> None:
     """Train the ranking predictor on golden rankings; validates each epoch, keeps the best, resumes."""
     from cliprank.distributed import Distributed
@@ -52,8 +53,14 @@ def train_predictor_command(
         dist.log_to(out.with_name(out.name + ".logs"))
         loaded = load_model(model, pretrained, device=dist.device)
         job = PredictorJob(
-            datasets=split_list(dataset), rankings=list(rankings), out=out, train_split=train_split,
-            val_split=val_split, limit=limit, dataset_root=dataset_root, settings=settings,
+            datasets=split_list(dataset),
+            rankings=list(rankings),
+            out=out,
+            train_split=train_split,
+            val_split=val_split,
+            limit=limit,
+            dataset_root=dataset_root,
+            settings=settings,
         )
         with progress_bar() if dist.is_main else dist.quiet() as progress:
             path, info = run_training(loaded, job, progress, dist)

@@ -290,7 +290,11 @@ class CostReport:
 
 
 def measure_cost(
-    method: Method, visual: nn.Module, images: torch.Tensor, cross_check: bool = True, meta: dict[str, Any] | None = None
+    method: Method,
+    visual: nn.Module,
+    images: torch.Tensor,
+    cross_check: bool = True,
+    meta: dict[str, Any] | None = None,
 ) -> CostReport:
     """A method's CostReport on `images`: one traced image for fixed schedules, all of them if adaptive.
 
@@ -318,6 +322,7 @@ def measure_cost(
     torch_macs = None
     if cross_check:
         torch_macs = sum(
-            count_macs_torch(visual, plan, sample[i : i + 1], _meta_for(meta, i, len(sample))) for i in range(len(sample))
+            count_macs_torch(visual, plan, sample[i : i + 1], _meta_for(meta, i, len(sample)))
+            for i in range(len(sample))
         ) / len(sample)
     return CostReport(analytic, counted, declared, torch_macs, images=len(sample), problem=problem)

@@ -6,6 +6,20 @@ from cliprank.engine.plan import CLS_ATTENTION, KEYS, VALUE_NORMS, LayerPlan, Op
 from cliprank.engine.state import FUSED, LEARNABLE, TokenState
 
 __all__ = [
-    "CLS_ATTENTION", "FUSED", "KEYS", "LEARNABLE", "VALUE_NORMS", "LayerContext", "LayerPlan", "Op", "Plan",
-    "ReducedVisual", "TokenState", "Trace", "embed", "encode", "pool", "run_blocks",
+    "CLS_ATTENTION",
+    "FUSED",
+    "KEYS",
+    "LEARNABLE",
+    "VALUE_NORMS",
+    "LayerContext",
+    "LayerPlan",
+    "Op",
+    "Plan",
+    "ReducedVisual",
+    "TokenState",
+    "Trace",
+    "embed",
+    "encode",
+    "pool",
+    "run_blocks",
 ]

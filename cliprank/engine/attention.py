@@ -18,9 +18,7 @@ import torch.nn.functional as F
 from cliprank.engine.plan import CLS_ATTENTION, KEYS, VALUE_NORMS
 
 
-def attention_bias(
-    size: torch.Tensor | None, valid: torch.Tensor | None, dtype: torch.dtype
-) -> torch.Tensor | None:
+def attention_bias(size: torch.Tensor | None, valid: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """Additive logits bias (B, 1, 1, N): log(size) for proportional attention, -inf for padding."""
     bias = None
     if size is not None:

@@ -40,8 +40,7 @@ class Trace:
     def schedule(self) -> list[tuple[float, float]]:
         """Mean tokens per image entering each block's attention and MLP."""
         return [
-            (float(a.float().mean()), float(m.float().mean()))
-            for a, m in zip(self.attention_tokens, self.mlp_tokens)
+            (float(a.float().mean()), float(m.float().mean())) for a, m in zip(self.attention_tokens, self.mlp_tokens)
         ]
 
 

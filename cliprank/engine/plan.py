@@ -10,8 +10,9 @@ computed only when asked for, and what they cost is part of the method's cost.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cliprank.engine.context import LayerContext

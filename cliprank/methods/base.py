@@ -13,8 +13,9 @@ tokens) arrives through `Resources`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import Plan
@@ -75,7 +76,7 @@ class Method(ABC):
             self.values[param.name] = value
         self.validate()
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: B027  (a hook: most methods need no cross-parameter check)
         """Cross-parameter checks; raise CliprankError."""
 
     def __getattr__(self, item: str) -> Any:
@@ -125,6 +126,7 @@ def method_class(name: str) -> type[Method]:
 
 
 # ----- reusable coercions and checks -----
+
 
 def fraction(value: Any, arch: VisionArch) -> str | None:
     return None if 0 < value <= 1 else "must be in (0, 1]"

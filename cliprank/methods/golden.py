@@ -42,7 +42,9 @@ def golden_scorer(arch: VisionArch, resources: Resources, values: dict[str, Any]
         lookup = index.require(state.meta["dataset"], state.meta.get("split", "test"))
         searched = lookup.rankings.meta.settings.get("block")
         if searched != block:
-            raise CliprankError(f"golden: rankings were searched at block {searched}, not {block}; pass block={searched}")
+            raise CliprankError(
+                f"golden: rankings were searched at block {searched}, not {block}; pass block={searched}"
+            )
         patch_scores = lookup.patch_scores(torch.as_tensor(state.meta["index"]), state.meta.get("image_hash"))
         return body_patch_scores(state, patch_scores)
 

@@ -6,7 +6,7 @@ compose them into plans.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -25,7 +25,9 @@ from cliprank.models.arch import VisionArch
 def predictor_scorer(arch: VisionArch, resources: Resources, values: dict[str, Any]) -> Scorer:
     predictor = resources.predictor
     if predictor is None:
-        raise CliprankError("predictor needs a trained predictor: pass --predictor FILE (see `cliprank train-predictor`)")
+        raise CliprankError(
+            "predictor needs a trained predictor: pass --predictor FILE (see `cliprank train-predictor`)"
+        )
     if predictor.block != values.get("block"):
         raise CliprankError(
             f"predictor: it was trained for block {predictor.block}, not block {values.get('block')}; "

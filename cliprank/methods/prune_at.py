@@ -9,8 +9,9 @@ which is how `random`, `golden` (the searched ranking) and `predictor` share one
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 
@@ -83,7 +84,13 @@ class PruneAtBase(Method):
     knob = "keep"
     produces_ranking = True
     params: ClassVar[tuple[Param, ...]] = (
-        Param("keep", None, "fraction of patch tokens kept, in (0, 1]", float, lambda v, a: None if v is None else fraction(v, a)),
+        Param(
+            "keep",
+            None,
+            "fraction of patch tokens kept, in (0, 1]",
+            float,
+            lambda v, a: None if v is None else fraction(v, a),
+        ),
         Param("block", DEFAULT_BLOCK, "block before which patches are removed", as_int, block_index),
     )
 
@@ -122,9 +129,7 @@ class PruneAt(PruneAtBase):
     name = "prune-at"
     summary = "one-shot pruning before a block by a chosen per-patch score"
     paper = "Wu et al., Patch Ranking: Token Pruning as Ranking Prediction for Efficient CLIP, WACV 2025"
-    params = PruneAtBase.params + (
-        Param("score", "random", "per-patch score: random, golden or predictor", str),
-    )
+    params = PruneAtBase.params + (Param("score", "random", "per-patch score: random, golden or predictor", str),)
 
     def make_scorer(self) -> Scorer:
         name = self.values["score"]
@@ -137,6 +142,8 @@ class PruneAt(PruneAtBase):
 class RandomPrune(PruneAtBase):
     name = "random"
     summary = "seeded uniformly random patches removed before a block (the floor)"
-    paper = "Uniform random token dropping; see e.g. Li et al., Scaling Language-Image Pre-training via Masking, CVPR 2023"
+    paper = (
+        "Uniform random token dropping; see e.g. Li et al., Scaling Language-Image Pre-training via Masking, CVPR 2023"
+    )
     scorer_name = "random"
     params = PruneAtBase.params + (Param("seed", 0, "random seed", as_int),)

@@ -10,7 +10,8 @@ Expediting Vision Transformers via Token Reorganizations", ICLR 2022), the usual
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import CLS_ATTENTION, Plan
@@ -33,10 +34,20 @@ class TopK(Method):
     knob = "keep"
     produces_ranking = True
     params = (
-        Param("keep", None, "fraction of the current body kept at each block, in (0, 1]", float,
-              lambda v, a: None if v is None else fraction(v, a)),
-        Param("blocks", None, "blocks after whose attention tokens are dropped (default: 3)", int_tuple,
-              lambda v, a: None if v is None else block_list(v, a)),
+        Param(
+            "keep",
+            None,
+            "fraction of the current body kept at each block, in (0, 1]",
+            float,
+            lambda v, a: None if v is None else fraction(v, a),
+        ),
+        Param(
+            "blocks",
+            None,
+            "blocks after whose attention tokens are dropped (default: 3)",
+            int_tuple,
+            lambda v, a: None if v is None else block_list(v, a),
+        ),
     )
 
     def validate(self) -> None:

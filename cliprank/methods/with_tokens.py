@@ -20,7 +20,7 @@ from cliprank.methods.base import Method
 SUFFIX = "+tokens"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def with_tokens(base: type[Method]) -> type[Method]:
     """The `+tokens` variant of a method class."""
 
@@ -64,8 +64,13 @@ def with_tokens(base: type[Method]) -> type[Method]:
 
         def describe(self) -> dict[str, Any]:
             config = self.token_config
-            return {**super().describe(), "tokens": config.count, "tokens_block": config.block,
-                    "tokens_placement": config.placement, "text_context": config.text_context}
+            return {
+                **super().describe(),
+                "tokens": config.count,
+                "tokens_block": config.block,
+                "tokens_placement": config.placement,
+                "text_context": config.text_context,
+            }
 
     WithTokens.__name__ = f"{base.__name__}WithTokens"
     WithTokens.__qualname__ = WithTokens.__name__

@@ -18,7 +18,7 @@ TAG = "embedded"
 ASSETS = Path(__file__).parent / "assets"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def register() -> None:
     """Make open_clip aware of the embedded config (idempotent)."""
     open_clip.add_model_config(ASSETS / f"{MODEL_NAME}.json")

@@ -88,7 +88,7 @@ def make_batch(recipe: Recipe, step: int, mean: torch.Tensor, std: torch.Tensor,
     chosen = rng.choice(len(names), size=recipe.batch_size, p=weights)
     clutter = clutter_at(recipe, step)
     images, labels = [], []
-    for slot, which in enumerate(chosen):
+    for which in chosen:
         spec = EMBEDDED[names[which]]
         index = int(rng.integers(1 << 30))
         pixels, label = spec.image("train", index, clutter=clutter, stream_name=f"fit{recipe.seed}")
@@ -200,7 +200,8 @@ def train(out: Path, recipe: Recipe, checkpoint_every: int = 100, log_every: int
     other_params = [p for n, p in model.named_parameters() if n.startswith("visual.") or n == "logit_scale"]
     optimizer = torch.optim.AdamW(
         [{"params": other_params, "name": "image"}, {"params": text_params, "name": "text"}],
-        lr=recipe.lr, weight_decay=recipe.weight_decay,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
     )
     checkpoint = out / "checkpoint.pt"
     log_path = out / "log.jsonl"
@@ -231,9 +232,11 @@ def train(out: Path, recipe: Recipe, checkpoint_every: int = 100, log_every: int
         optimizer.step()
         if (step + 1) % log_every == 0:
             record = {
-                "step": step + 1, "loss": round(loss.item(), 4),
+                "step": step + 1,
+                "loss": round(loss.item(), 4),
                 "batch_acc": round(float((logits.argmax(-1) == labels).float().mean()), 4),
-                "clutter": round(clutter_at(recipe, step), 3), "minutes": round((time.time() - began) / 60, 2),
+                "clutter": round(clutter_at(recipe, step), 3),
+                "minutes": round((time.time() - began) / 60, 2),
             }
             if (step + 1) % (4 * log_every) == 0 or step + 1 == recipe.steps:
                 record["val_top1"] = validate(model, tokenizer, mean, std)
@@ -247,9 +250,19 @@ def train(out: Path, recipe: Recipe, checkpoint_every: int = 100, log_every: int
 
     weights = out / f"{MODEL_NAME}.safetensors"
     export_weights(model, weights)
-    atomic_write_text(out / f"{MODEL_NAME}.recipe.json", json.dumps(
-        {"model": MODEL_NAME, "recipe": asdict(recipe), "torch": torch.__version__,
-         "open_clip": open_clip.__version__, "final_val_top1": validate(model, tokenizer, mean, std)}, indent=2))
+    atomic_write_text(
+        out / f"{MODEL_NAME}.recipe.json",
+        json.dumps(
+            {
+                "model": MODEL_NAME,
+                "recipe": asdict(recipe),
+                "torch": torch.__version__,
+                "open_clip": open_clip.__version__,
+                "final_val_top1": validate(model, tokenizer, mean, std),
+            },
+            indent=2,
+        ),
+    )
     return weights
 
 

@@ -58,7 +58,9 @@ def save_predictor(
 def load_predictor(path: Path, model: LoadedModel, device: str | torch.device | None = None) -> LoadedPredictor:
     path = Path(path)
     if not path.is_file():
-        raise CliprankError(f"predictor not found: {path}; train one with `cliprank train-predictor` or fix --predictor")
+        raise CliprankError(
+            f"predictor not found: {path}; train one with `cliprank train-predictor` or fix --predictor"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}

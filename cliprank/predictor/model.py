@@ -44,8 +44,11 @@ class PredictorConfig:
         config = cls(tokens=arch.tokens, width=arch.width, **overrides)
         while config.macs() > MAX_COST_FRACTION * unpruned_macs(arch) and config.dim > 8:
             config = cls(
-                tokens=arch.tokens, width=arch.width, dim=config.dim // 2,
-                token_hidden=max(8, config.token_hidden // 2), channel_hidden=config.channel_hidden // 2,
+                tokens=arch.tokens,
+                width=arch.width,
+                dim=config.dim // 2,
+                token_hidden=max(8, config.token_hidden // 2),
+                channel_hidden=config.channel_hidden // 2,
             )
         return config
 

@@ -58,7 +58,9 @@ def split_data(
         blocks.add(block)
         parts.append(align(features, lookup.rankings, f"{dataset.name}/{split}"))
     if len(blocks) != 1:
-        raise CliprankError(f"rankings were searched at different blocks {sorted(blocks)}; train one predictor per block")
+        raise CliprankError(
+            f"rankings were searched at different blocks {sorted(blocks)}; train one predictor per block"
+        )
     return concatenate(parts), blocks.pop()
 
 
@@ -66,10 +68,10 @@ def heldout_accuracy(
     model: LoadedModel, job: PredictorJob, predictor: LoadedPredictor, index: RankingIndex, keep: float
 ) -> dict[str, dict[str, float]]:
     """Top-1 on the held-out split: unpruned, predictor and golden at the search's keep fraction."""
+    from cliprank.cost.budget import solve
     from cliprank.data import load_dataset
     from cliprank.evaluate import Setting, evaluate_dataset
     from cliprank.methods.base import Resources
-    from cliprank.cost.budget import solve
     from cliprank.zeroshot import metrics, zero_shot_classifier
 
     resources = Resources(rankings=index, predictor=predictor)
@@ -80,12 +82,12 @@ def heldout_accuracy(
     ]
     table: dict[str, dict[str, float]] = {}
     for name in job.datasets:
-        dataset = load_dataset(name, split=job.val_split, root=job.dataset_root, transform=model.preprocess, limit=job.limit)
+        dataset = load_dataset(
+            name, split=job.val_split, root=job.dataset_root, transform=model.preprocess, limit=job.limit
+        )
         classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
         results, labels = evaluate_dataset(model, dataset, job.val_split, rows, classifier, 128, 0, None)
-        table[dataset.name] = {
-            row.spec: metrics(torch.cat(results[row.key].logits), labels)["acc1"] for row in rows
-        }
+        table[dataset.name] = {row.spec: metrics(torch.cat(results[row.key].logits), labels)["acc1"] for row in rows}
     return table
 
 

@@ -103,9 +103,7 @@ def concatenate(parts: list[TrainingData]) -> TrainingData:
     kept = {p.kept for p in parts}
     if len(kept) != 1:
         raise CliprankError("rankings searched with different totals cannot train one predictor; use one setting")
-    return TrainingData(
-        torch.cat([p.tokens for p in parts]), torch.cat([p.ranking for p in parts]), kept.pop()
-    )
+    return TrainingData(torch.cat([p.tokens for p in parts]), torch.cat([p.ranking for p in parts]), kept.pop())
 
 
 def kl_target(ranking: torch.Tensor, kept: int) -> torch.Tensor:
@@ -139,7 +137,11 @@ def sample_pairs(
 
 
 def margin_hinge(
-    scores: torch.Tensor, ranking: torch.Tensor, high: torch.Tensor, low: torch.Tensor, valid: torch.Tensor,
+    scores: torch.Tensor,
+    ranking: torch.Tensor,
+    high: torch.Tensor,
+    low: torch.Tensor,
+    valid: torch.Tensor,
     margin: float,
 ) -> torch.Tensor:
     """Summed hinge of the valid pairs: the higher-ranked patch must outscore the lower by `margin`."""
@@ -188,9 +190,7 @@ def share_of_batch_loss(
 @torch.no_grad()
 def validate(module: RankingPredictor, data: TrainingData, batch_size: int = 256) -> dict[str, float]:
     module.eval()
-    scores = torch.cat(
-        [module(data.tokens[i : i + batch_size].float()).cpu() for i in range(0, len(data), batch_size)]
-    )
+    scores = torch.cat([module(data.tokens[i : i + batch_size].float()).cpu() for i in range(0, len(data), batch_size)])
     module.train()
     tau, overlap = agreement(scores, ranking_to_scores(data.ranking), data.kept)
     return {"kendall_tau": tau, "top_k_overlap": overlap}
@@ -255,14 +255,19 @@ def train(
         state["epoch"] = epoch + 1
         atomic_save_torch(
             {
-                "identity": identity, "module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "state": state,
+                "identity": identity,
+                "module": module.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "state": state,
             },
             checkpoint,
         )
         if progress is not None:
             progress.update(
-                task, advance=1,
+                task,
+                advance=1,
                 description=f"train predictor · loss {entry['loss']:.4f} · val overlap {metrics['top_k_overlap']:.3f}",
             )
     state = dist.broadcast_object(state)

@@ -59,7 +59,9 @@ def rankings_meta(
     )
 
 
-def chunk_items(dataset: ZeroShotDataset, chunk: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def chunk_items(
+    dataset: ZeroShotDataset, chunk: int, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images, labels and dataset indices of chunk `chunk` (positions chunk·size ... in item order)."""
     start = chunk * chunk_size
     items = [dataset.dataset[p] for p in range(start, min(start + chunk_size, len(dataset)))]
@@ -91,8 +93,15 @@ def run_search(
     chunks = math.ceil(len(dataset) / chunk_size)
     done = store.done_chunks()
     mine = [c for c in range(chunks) if c % world_size == rank and c not in done]
-    log.info("%d chunks of %d images, %d already written; this rank searches %d: %s%s", chunks, chunk_size,
-             len(done), len(mine), mine[:10], " …" if len(mine) > 10 else "")
+    log.info(
+        "%d chunks of %d images, %d already written; this rank searches %d: %s%s",
+        chunks,
+        chunk_size,
+        len(done),
+        len(mine),
+        mine[:10],
+        " …" if len(mine) > 10 else "",
+    )
     classifier = None
     if settings.score in ("label", "max"):
         classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)

@@ -139,8 +139,10 @@ class RankingStore:
         for name in ("index", "image_hash", "ranking", "step_of"):
             merged[name] = torch.cat([p[name] for p in pieces])
         merged["trajectory"] = torch.cat(
-            [torch.nn.functional.pad(p["trajectory"], (0, steps - p["trajectory"].shape[1]), value=float("nan"))
-             for p in pieces]
+            [
+                torch.nn.functional.pad(p["trajectory"], (0, steps - p["trajectory"].shape[1]), value=float("nan"))
+                for p in pieces
+            ]
         )
         _save(self.path, merged, self.meta)
         shutil.rmtree(self.parts, ignore_errors=True)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -50,7 +49,9 @@ def _canonical(values: dict[str, Any]) -> str:
     return json.dumps({k: plain(v) for k, v in values.items() if k != "kept_patches"}, sort_keys=True)
 
 
-def save_tokens(path: Path, module: LearnedTokens, model: LoadedModel, setup: dict[str, Any], info: dict[str, Any]) -> None:
+def save_tokens(
+    path: Path, module: LearnedTokens, model: LoadedModel, setup: dict[str, Any], info: dict[str, Any]
+) -> None:
     header = {
         "format": FORMAT,
         "config": json.dumps(module.config.to_dict()),

@@ -12,8 +12,8 @@ first M word embeddings of the prompt "X X … X {class}.".
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
 import torch.nn as nn

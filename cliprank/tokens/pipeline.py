@@ -88,8 +88,13 @@ def run_add_tokens(
     block = job.block if job.block is not None else default_block(job.values, model.arch.depth)
     check_token_config(job.count, block, job.placement, job.text_context, model.arch.depth, job.settings.objective)
     config = TokenConfig(
-        count=job.count, block=block, placement=job.placement, text_context=job.text_context,
-        width=model.arch.width, text_width=model.model.token_embedding.embedding_dim, depth=model.arch.depth,
+        count=job.count,
+        block=block,
+        placement=job.placement,
+        text_context=job.text_context,
+        width=model.arch.width,
+        text_width=model.model.token_embedding.embedding_dim,
+        depth=model.arch.depth,
     )
     tokens = LearnedTokens(config, seed=job.settings.seed).to(model.device)
     method, _ = solve_setup(model, job, tokens)

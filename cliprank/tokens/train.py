@@ -146,8 +146,10 @@ class TokenForward:
     def embeddings(self, data: SplitData, rows: torch.Tensor) -> torch.Tensor:
         x = data.entering[rows].float().to(self.model.device)
         meta = {
-            "dataset": data.dataset.name, "split": data.dataset.split,
-            "index": data.index[rows], "image_hash": data.image_hash[rows],
+            "dataset": data.dataset.name,
+            "split": data.dataset.split,
+            "index": data.index[rows],
+            "image_hash": data.image_hash[rows],
         }
         state = TokenState.initial(x, meta)
         return pool(self.model.visual, run_blocks(self.model.visual, state, self.plan, start=self.block))
@@ -179,8 +181,10 @@ def validate(forward: TokenForward, splits: list[SplitData], batch_size: int = 2
     for data in splits:
         rows = torch.arange(len(data.labels))
         embeddings = torch.cat(
-            [F.normalize(forward.embeddings(data, rows[i : i + batch_size]).float(), dim=-1)
-             for i in range(0, len(rows), batch_size)]
+            [
+                F.normalize(forward.embeddings(data, rows[i : i + batch_size]).float(), dim=-1)
+                for i in range(0, len(rows), batch_size)
+            ]
         ).cpu()
         cosines.append((embeddings * data.target).sum(-1))
         predictions = (embeddings @ forward.classifier(data).cpu()).argmax(-1)
@@ -217,7 +221,8 @@ def train_tokens(
     dist.broadcast_module(tokens)
     optimizer = torch.optim.AdamW(tokens.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     pools = [
-        few_shot_rows(d.labels, settings.shots, settings.seed) if settings.objective == "fewshot"
+        few_shot_rows(d.labels, settings.shots, settings.seed)
+        if settings.objective == "fewshot"
         else torch.arange(len(d.labels))
         for d in train_splits
     ]
@@ -225,8 +230,15 @@ def train_tokens(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps)
     generator = torch.Generator().manual_seed(settings.seed)
     identity = hashlib.sha256(
-        json.dumps({"settings": asdict(settings), "config": tokens.config.to_dict(), "model": model.fingerprint,
-                    "method": method.name, "values": str(sorted(method.values.items()))}).encode()
+        json.dumps(
+            {
+                "settings": asdict(settings),
+                "config": tokens.config.to_dict(),
+                "model": model.fingerprint,
+                "method": method.name,
+                "values": str(sorted(method.values.items())),
+            }
+        ).encode()
     ).hexdigest()[:16]
     selector = "cosine" if settings.objective == "distill" else "mean_top1"
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_state": None, "history": []}
@@ -252,15 +264,25 @@ def train_tokens(
             state["best_state"] = {k: v.detach().cpu().clone() for k, v in tokens.state_dict().items()}
         state["epoch"] = epoch + 1
         atomic_save_torch(
-            {"identity": identity, "tokens": tokens.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "state": state},
+            {
+                "identity": identity,
+                "tokens": tokens.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "state": state,
+            },
             checkpoint,
         )
         if progress is not None:
-            progress.update(task, advance=1, description=(
-                f"train tokens · loss {entry['loss']:.4f} · val cos {metrics['cosine']:.4f} · "
-                f"val top-1 {100 * metrics['mean_top1']:.1f}"
-            ))
+            progress.update(
+                task,
+                advance=1,
+                description=(
+                    f"train tokens · loss {entry['loss']:.4f} · val cos {metrics['cosine']:.4f} · "
+                    f"val top-1 {100 * metrics['mean_top1']:.1f}"
+                ),
+            )
     state = dist.broadcast_object(state)
     tokens.load_state_dict(state["best_state"])
     return {"best": state["best"], "history": state["history"], "settings": asdict(settings), "selected_by": selector}

@@ -11,8 +11,8 @@ so any subset can be regenerated independently and the splits are identical on e
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -178,7 +178,9 @@ class EmbeddedSpec:
     composer: Composer
     sizes: dict[str, int]
 
-    def image(self, split: str, index: int, clutter: float = 1.0, stream_name: str | None = None) -> tuple[np.ndarray, int]:
+    def image(
+        self, split: str, index: int, clutter: float = 1.0, stream_name: str | None = None
+    ) -> tuple[np.ndarray, int]:
         """Image `index` of `split` (uint8 HxWx3) and its label; classes are balanced by index."""
         label = index % len(self.classnames)
         rng = stream(self.name, stream_name or split, index)

