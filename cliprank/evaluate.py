@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cliprank.cost.analytic import per_image_macs, schedule_macs, unpruned_macs
-from cliprank.cost.budget import Solved, solve
+from cliprank.cost.budget import BudgetTooLow, Solved, solve
 from cliprank.distributed import Distributed
 from cliprank.engine.context import Trace
 from cliprank.engine.forward import ReducedVisual, encode
@@ -84,9 +84,18 @@ class Setting:
 
 
 def method_settings(
-    model: LoadedModel, specs: Sequence[MethodSpec], budgets: Sequence[float | None], resources: Resources
+    model: LoadedModel,
+    specs: Sequence[MethodSpec],
+    budgets: Sequence[float | None],
+    resources: Resources,
+    skipped: list[str] | None = None,
 ) -> list[Setting]:
-    """Every (method, budget) solved for this model; `none` first; knob-less methods once."""
+    """Every (method, budget) solved for this model; `none` first; knob-less methods once.
+
+    A budget below a method's cheapest setting (pruning at block 3 cannot go under the cost of
+    blocks 0–2) is left out of a multi-budget run and reported in `skipped`, rather than failing
+    the whole matrix; when nothing else remains to run, the error is raised.
+    """
     specs = list(specs)
     if not any(name == "none" for name, _ in specs):
         specs.insert(0, ("none", {}))
@@ -104,7 +113,14 @@ def method_settings(
                 raise CliprankError(
                     f"{name} needs --budget or an explicit {cls.knob}=... (e.g. {name}({cls.knob}=...))"
                 )
-            settings.append(Setting(spec=spec, solved=solve(name, model.arch, values, budget, resources)))
+            try:
+                settings.append(Setting(spec=spec, solved=solve(name, model.arch, values, budget, resources)))
+            except BudgetTooLow as err:
+                if skipped is None:
+                    raise
+                skipped.append(str(err))
+    if skipped and len(settings) == 1:
+        raise BudgetTooLow(skipped[0])
     return settings
 
 
@@ -349,7 +365,12 @@ def _head(value: Any, n: int) -> Any:
     return value[:n] if isinstance(value, torch.Tensor) else value
 
 
-def run_evaluation(settings: EvaluateSettings, progress: Any = None, dist: Distributed | None = None) -> ReportWriter:
+def run_evaluation(
+    settings: EvaluateSettings,
+    progress: Any = None,
+    dist: Distributed | None = None,
+    log: Callable[[str], None] = print,
+) -> ReportWriter:
     """Evaluate everything `settings` asks for into `settings.out`; returns the finished writer.
 
     Under torchrun (`dist` enabled) every rank encodes its share of each dataset's batches into part
@@ -366,7 +387,10 @@ def run_evaluation(settings: EvaluateSettings, progress: Any = None, dist: Distr
     for name, pretrained in settings.models:
         model = load_model(name, pretrained, device=dist.device if dist.enabled else settings.device)
         resources = load_resources(model, settings.methods, settings.rankings, settings.predictor, settings.tokens)
-        rows = method_settings(model, settings.methods, settings.budgets, resources)
+        skipped: list[str] = []
+        rows = method_settings(model, settings.methods, settings.budgets, resources, skipped)
+        for line in skipped:
+            log(f"skipped: {line}")
         for dataset_name in settings.datasets:
             with dist.main_first():  # one rank builds or downloads the data, the others read it
                 dataset = load_dataset(

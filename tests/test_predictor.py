@@ -97,7 +97,7 @@ def test_losses_fall_on_a_separable_problem() -> None:
     assert losses[-1] < 0.5 * losses[0]
     scores = module(data.tokens.float())
     generator = torch.Generator().manual_seed(0)
-    assert float(margin_loss(scores, data.ranking, 1.0, 64, generator)) >= 0
+    assert margin_loss(scores, data.ranking, 1.0, 64, generator).item() >= 0
 
 
 class KillAfter:

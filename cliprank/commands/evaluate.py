@@ -95,7 +95,8 @@ def evaluate_command(
     with Distributed.from_environment(device) as dist:
         dist.log_to(out / "logs")
         with progress_bar() if dist.is_main else dist.quiet() as progress:
-            writer = run_evaluation(settings, progress, dist)
+            say = progress.console.print if progress is not None else (lambda message: None)
+            writer = run_evaluation(settings, progress, dist, log=lambda message: say(f"[yellow]{message}[/]"))
         if dist.is_main:
             show_summary(writer)
 

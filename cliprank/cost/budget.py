@@ -17,6 +17,10 @@ from cliprank.methods.base import Method, Resources, method_class
 from cliprank.models.arch import VisionArch
 
 
+class BudgetTooLow(CliprankError):
+    """Even the method's cheapest setting costs more than the budget (e.g. pruning late in a tower)."""
+
+
 @dataclass(frozen=True)
 class Solved:
     method: Method
@@ -54,7 +58,7 @@ def solve(
             best = Solved(method, budget, macs, macs / base)
     if best is None:
         floor = f"{cheapest / base:.3f}" if cheapest is not None else "unknown"
-        raise CliprankError(
+        raise BudgetTooLow(
             f"{name}: no setting fits budget {budget} (its cheapest costs {floor} of the unpruned GMACs); "
             "raise the budget"
         )
