@@ -52,7 +52,7 @@ class Recipe:
     text_ramp_fraction: float = 0.10
     clutter_start: float = 0.3
     clutter_full_at: float = 0.4
-    dataset_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
+    dataset_weights: tuple[float, ...] = (0.55, 0.225, 0.225)
     text_warmup_steps: int = 300
     text_warmup_lr: float = 1e-3
     seed: int = 0

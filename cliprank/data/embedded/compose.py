@@ -76,25 +76,25 @@ def _place(rng: np.random.Generator, height: int, width: int) -> tuple[int, int]
 
 
 def compose_digit(rng: np.random.Generator, split: str, label: int, clutter: float) -> np.ndarray:
-    """A coloured handwritten digit, 22-34 px tall, with a thin contrasting outline, on a natural photo.
+    """A bold coloured handwritten digit, 26-40 px tall, with a thin contrasting outline, on a natural photo.
 
-    The outline (like subtitles) keeps the strokes legible on any texture; the digit still covers
-    only the patches it lands on.
+    Strokes are thickened by a pixel and outlined (like subtitles) so they stay legible on any texture
+    at 8-pixel patches; the digit still covers only the patches it lands on.
     """
     canvas = _photo_background(rng, split, clutter)
     digits, labels = sources.mnist(split)
     candidates = np.flatnonzero(labels == label)
     glyph = digits[candidates[int(rng.integers(len(candidates)))]]
-    size = int(rng.integers(22, 35))
+    size = int(rng.integers(26, 41))
     angle = float(rng.uniform(-15, 15))
     glyph = np.asarray(Image.fromarray(glyph).rotate(angle, resample=Image.BILINEAR), dtype=np.float32)
-    alpha = np.clip(_resize(glyph, size) / 255.0, 0, 1)
-    outline = np.asarray(Image.fromarray((alpha * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3)))
+    ink = Image.fromarray(np.clip(_resize(glyph, size), 0, 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(3))
+    outline = ink.filter(ImageFilter.MaxFilter(3))
     top, left = _place(rng, size, size)
     color = _contrasting_color(rng, canvas[top : top + size, left : left + size])
     edge = np.full(3, 10.0 if color.mean() > 110 else 245.0, np.float32)
-    _paste(canvas, outline.astype(np.float32) / 255.0, edge, top, left)
-    _paste(canvas, alpha, color, top, left)
+    _paste(canvas, np.asarray(outline, dtype=np.float32) / 255.0, edge, top, left)
+    _paste(canvas, np.asarray(ink, dtype=np.float32) / 255.0, color, top, left)
     return canvas
 
 
