@@ -62,6 +62,7 @@ class EvaluateSettings:
     measure_speed: bool = True
     count_flops: bool = True
     timing_repeats: int = 3
+    quick_gelu: bool | None = None
 
 
 @dataclass
@@ -385,7 +386,9 @@ def run_evaluation(
     dist = dist or Distributed()
     writer = ensure_writer(settings)
     for name, pretrained in settings.models:
-        model = load_model(name, pretrained, device=dist.device if dist.enabled else settings.device)
+        model = load_model(
+            name, pretrained, device=dist.device if dist.enabled else settings.device, quick_gelu=settings.quick_gelu
+        )
         resources = load_resources(model, settings.methods, settings.rankings, settings.predictor, settings.tokens)
         skipped: list[str] = []
         rows = method_settings(model, settings.methods, settings.budgets, resources, skipped)

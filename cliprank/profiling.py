@@ -65,6 +65,7 @@ class ProfileSettings:
     rankings: tuple[Path, ...] = ()
     predictor: Path | None = None
     tokens: Path | None = None
+    quick_gelu: bool | None = None
     repeats: int = 5
     warmup: int = 2
     images: int = 8  # images the executed schedule (and adaptive methods' GMACs) are averaged over
@@ -394,7 +395,9 @@ def run_profile(settings: ProfileSettings, progress: Progress | None = None) -> 
     check_device(settings.device)
     rows_to_run = expand_rows(settings.methods, settings.budgets)
     say(f"loading {settings.model} ({settings.pretrained})")
-    loaded = load_model(settings.model, settings.pretrained, device=settings.device, seed=settings.seed)
+    loaded = load_model(
+        settings.model, settings.pretrained, device=settings.device, seed=settings.seed, quick_gelu=settings.quick_gelu
+    )
     specs = [(name, knobs) for name, knobs, _ in rows_to_run]
     resources = load_resources(loaded, specs, settings.rankings, settings.predictor, settings.tokens)
     if settings.dataset is None and any("rankings" in method_class(name).requires for name, _ in specs):

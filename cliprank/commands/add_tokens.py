@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cliprank.commands import app
 from cliprank.commands.evaluate import EMBEDDED_DATASETS, progress_bar
-from cliprank.commands.options import parse_budgets, set_threads, split_list
+from cliprank.commands.options import QuickGeluOption, parse_budgets, set_threads, split_list
 from cliprank.recipes import RecipeOption
 
 
@@ -46,6 +46,7 @@ def add_tokens_command(
     device: str = typer.Option("cpu"),
     threads: int | None = typer.Option(None, min=1),
     out: Path = typer.Option(Path("runs/predictor.tokens.safetensors"), "--out", "-o"),
+    quick_gelu: bool | None = QuickGeluOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Train a few tokens (CLIP frozen) that recover the accuracy one pruning setup loses."""
@@ -66,7 +67,7 @@ def add_tokens_command(
     name, values = specs[0]
     with Distributed.from_environment(device) as dist:
         dist.log_to(out.with_name(out.name + ".logs"))
-        loaded = load_model(model, pretrained, device=dist.device)
+        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
         job = TokensJob(
             method=name,
             values=values,

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import parse_budgets, parse_models, resolve_methods, set_threads
+from cliprank.commands.options import QuickGeluOption, parse_budgets, parse_models, resolve_methods, set_threads
 from cliprank.recipes import RecipeOption
 
 EMBEDDED_DATASETS = "digits,textiles,faces"
@@ -62,6 +62,7 @@ def evaluate_command(
     speed: bool = typer.Option(True, help="Measure throughput, latency and memory per setting."),
     flops: bool = typer.Option(True, help="Count GMACs with fvcore as a cross-check of the analytic count."),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="Output folder (report.json/.md/.png)."),
+    quick_gelu: bool | None = QuickGeluOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
@@ -91,6 +92,7 @@ def evaluate_command(
         tokens=tokens,
         measure_speed=speed,
         count_flops=flops,
+        quick_gelu=quick_gelu,
     )
     with Distributed.from_environment(device) as dist:
         dist.log_to(out / "logs")

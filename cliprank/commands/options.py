@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import typer
 
 from cliprank.errors import CliprankError
 from cliprank.methods.spec import MethodSpec, parse_method_specs
+
+QuickGeluOption = typer.Option(
+    None,
+    "--quick-gelu/--no-quick-gelu",
+    help="Force QuickGELU on or off (default: decided from the weights; OpenAI weights need it).",
+)
 
 # `--method all`: every method, in report order; those needing missing resources are dropped with a note.
 ALL_METHODS = ("none", "random", "topk", "evit", "tome", "ats", "golden", "predictor", "predictor+tokens")

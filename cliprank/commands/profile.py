@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
+from cliprank.commands.options import QuickGeluOption
 from cliprank.recipes import RecipeOption
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def profile(
     predictor: Annotated[Path | None, typer.Option("--predictor", help="Trained predictor for predictor.")] = None,
     tokens: Annotated[Path | None, typer.Option("--tokens", help="Learned tokens for METHOD+tokens.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Directory for profile.json and profile.md.")] = None,
+    quick_gelu: bool | None = QuickGeluOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Profile pruning settings: GMACs analytic vs counted (fvcore), executed schedule, params, speed, memory."""
@@ -106,6 +108,7 @@ def profile(
         rankings=tuple(rankings or ()),
         predictor=predictor,
         tokens=tokens,
+        quick_gelu=quick_gelu,
     )
     status = Console(stderr=True)
     with status.status("profiling…") as spinner:  # transient: nothing is left in logs or pipes

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from cliprank.commands import app
 from cliprank.commands.evaluate import progress_bar
-from cliprank.commands.options import set_threads
+from cliprank.commands.options import QuickGeluOption, set_threads
 from cliprank.recipes import RecipeOption
 
 
@@ -35,6 +35,7 @@ def search_command(
     device: str = typer.Option("cpu"),
     threads: int | None = typer.Option(None, min=1),
     out: Path | None = typer.Option(None, "--out", "-o", help="Rankings file (default runs/rankings/...)."),
+    quick_gelu: bool | None = QuickGeluOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Find each image's golden ranking of patch tokens at the pruning block."""
@@ -49,7 +50,7 @@ def search_command(
         block=block, unit=unit, step_tokens=step_tokens, total=total, score=score, direction=direction
     )
     with Distributed.from_environment(device) as dist:
-        loaded = load_model(model, pretrained, device=dist.device)
+        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
         settings.validate(loaded.arch)
         with dist.main_first():  # one rank builds or downloads the data, the others read it
             data = load_dataset(

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cliprank.commands import app
 from cliprank.commands.evaluate import EMBEDDED_DATASETS, progress_bar
-from cliprank.commands.options import set_threads, split_list
+from cliprank.commands.options import QuickGeluOption, set_threads, split_list
 from cliprank.recipes import RecipeOption
 
 
@@ -36,6 +36,7 @@ def train_predictor_command(
     device: str = typer.Option("cpu"),
     threads: int | None = typer.Option(None, min=1),
     out: Path = typer.Option(Path("runs/predictor.safetensors"), "--out", "-o"),
+    quick_gelu: bool | None = QuickGeluOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Train the ranking predictor on golden rankings; validates each epoch, keeps the best, resumes."""
@@ -51,7 +52,7 @@ def train_predictor_command(
     settings.validate()
     with Distributed.from_environment(device) as dist:
         dist.log_to(out.with_name(out.name + ".logs"))
-        loaded = load_model(model, pretrained, device=dist.device)
+        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
         job = PredictorJob(
             datasets=split_list(dataset),
             rankings=list(rankings),
