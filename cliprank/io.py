@@ -52,3 +52,36 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 def atomic_save_torch(obj: Any, path: Path) -> None:
     _atomic(path, lambda stream: torch.save(obj, stream))
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
+    """Tensors plus a string header in one safetensors file, written atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_path(Path(path)) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+
+
+def load_tensors(path: Path, file_format: str, what: str, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and header of a cliprank safetensors file whose header says `format: file_format`.
+
+    Nothing executable is unpickled. Every failure is one CliprankError naming the file, what is wrong
+    with it and `fix` (how to get a good one).
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from cliprank.errors import CliprankError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CliprankError(f"{what} not found: {path}; {fix}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CliprankError(f"{what} {path} is unreadable or corrupt ({err}); {fix}") from err
+    if header.get("format") != file_format:
+        raise CliprankError(f"{path} is not a cliprank {what} (format {header.get('format')!r}); {fix}")
+    return tensors, header

@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_path
+from cliprank.io import load_tensors, save_tensors
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.model import PredictorConfig, RankingPredictor
 
@@ -50,25 +48,13 @@ def save_predictor(
         "trained_on": json.dumps(trained_on),
         "info": json.dumps(info),
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(Path(path)) as tmp:
-        save_file(state, str(tmp), metadata=header)
+    save_tensors(path, module.state_dict(), header)
 
 
 def load_predictor(path: Path, model: LoadedModel, device: str | torch.device | None = None) -> LoadedPredictor:
-    path = Path(path)
-    if not path.is_file():
-        raise CliprankError(
-            f"predictor not found: {path}; train one with `cliprank train-predictor` or fix --predictor"
-        )
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CliprankError(f"predictor {path} is unreadable or corrupt ({err}); retrain it") from err
-    if header.get("format") != FORMAT:
-        raise CliprankError(f"{path} is not a cliprank predictor (format {header.get('format')!r})")
+    state, header = load_tensors(
+        path, FORMAT, "predictor", "train one with `cliprank train-predictor` or fix --predictor"
+    )
     if header.get("model_fingerprint") != model.fingerprint:
         raise CliprankError(
             f"predictor {path} was trained for {header.get('model')}/{header.get('pretrained')} "

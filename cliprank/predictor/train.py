@@ -27,13 +27,13 @@ import torch.nn.functional as F
 
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_save_torch
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.features import Features
 from cliprank.predictor.model import PredictorConfig, RankingPredictor
 from cliprank.ranking_agreement import agreement
 from cliprank.search.greedy import ranking_to_scores
 from cliprank.search.store import Rankings
+from cliprank.training import Trainable, run_epochs
 
 LOSSES = ("kl", "margin")
 
@@ -229,63 +229,25 @@ def train(
     steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(settings.seed)
-    state: dict[str, Any] = {"epoch": 0, "best": None, "best_state": None, "history": []}
     identity = {"settings": settings.key(), "model": model.fingerprint, "rows": len(train_data)}
-    saved = dist.broadcast_object(read_checkpoint(checkpoint, identity) if dist.is_main else None)
-    if saved is not None:
-        module.load_state_dict(saved["module"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        generator.set_state(saved["generator"])
-        state = saved["state"]
-        log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
-    task = progress.add_task("train predictor", total=settings.epochs, completed=state["epoch"]) if progress else None
-    module.train()
-    for epoch in range(state["epoch"], settings.epochs):
-        loss = train_epoch(module, optimizer, scheduler, generator, train_data, settings, model.device, dist)
-        log.info("epoch %d: training loss %.5f", epoch + 1, loss)
-        if not dist.is_main:
-            continue
-        metrics = validate(module, val_data)
-        entry = {"epoch": epoch + 1, "loss": loss, **metrics}
-        state["history"].append(entry)
-        if state["best"] is None or metrics["top_k_overlap"] > state["best"]["top_k_overlap"]:
-            state["best"] = entry
-            state["best_state"] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-        state["epoch"] = epoch + 1
-        atomic_save_torch(
-            {
-                "identity": identity,
-                "module": module.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "state": state,
-            },
-            checkpoint,
-        )
-        if progress is not None:
-            progress.update(
-                task,
-                advance=1,
-                description=f"train predictor · loss {entry['loss']:.4f} · val overlap {metrics['top_k_overlap']:.3f}",
-            )
-    state = dist.broadcast_object(state)
-    module.load_state_dict(state["best_state"])
+    result = run_epochs(
+        Trainable(module, optimizer, scheduler, generator),
+        epochs=settings.epochs,
+        checkpoint=checkpoint,
+        identity=identity,
+        train_epoch=lambda: train_epoch(
+            module, optimizer, scheduler, generator, train_data, settings, model.device, dist
+        ),
+        validate=lambda: validate(module, val_data),
+        selector="top_k_overlap",
+        describe=lambda entry: f"loss {entry['loss']:.4f} · val overlap {entry['top_k_overlap']:.3f}",
+        title="train predictor",
+        dist=dist,
+        log=log,
+        progress=progress,
+    )
     module.eval()
-    return module, {"best": state["best"], "history": state["history"], "settings": asdict(settings)}
-
-
-def read_checkpoint(checkpoint: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved training state, or None when there is none; refuses a checkpoint of another run."""
-    if not checkpoint.is_file():
-        return None
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if saved.get("identity") != identity:
-        raise CliprankError(
-            f"checkpoint {checkpoint} belongs to another training run; delete it or choose another --out"
-        )
-    return saved
+    return module, {**result, "settings": asdict(settings)}
 
 
 def train_epoch(

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_path
+from cliprank.io import load_tensors, save_tensors
 from cliprank.search.greedy import SearchResult, ranking_to_scores
 
 FORMAT = "cliprank.rankings/1"
@@ -65,24 +63,11 @@ def image_hashes(images: torch.Tensor) -> torch.Tensor:
 
 
 def _save(path: Path, tensors: dict[str, torch.Tensor], meta: RankingsMeta) -> None:
-    header = {"format": FORMAT, "meta": json.dumps(asdict(meta)), "identity": meta.identity()}
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+    save_tensors(path, tensors, {"format": FORMAT, "meta": json.dumps(asdict(meta)), "identity": meta.identity()})
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CliprankError(f"rankings file {path} is unreadable or corrupt ({err}); rerun `cliprank search`") from err
-    if header.get("format") != FORMAT:
-        raise CliprankError(f"{path} is not a cliprank rankings file (format {header.get('format')!r})")
-    return tensors, header
+    return load_tensors(path, FORMAT, "rankings file", "rerun `cliprank search` or fix --rankings")
 
 
 class RankingStore:
@@ -172,8 +157,6 @@ class Rankings:
     @classmethod
     def load(cls, path: Path) -> Rankings:
         path = Path(path)
-        if not path.is_file():
-            raise CliprankError(f"rankings file not found: {path}; run `cliprank search` first or fix --rankings")
         tensors, header = _read(path)
         try:
             meta = RankingsMeta.from_json(header["meta"])

@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_path
+from cliprank.io import load_tensors, save_tensors
 from cliprank.models.loading import LoadedModel
 from cliprank.tokens.model import LearnedTokens, TokenConfig
 
@@ -61,23 +58,12 @@ def save_tokens(
         "setup": json.dumps(setup),
         "info": json.dumps(info),
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(Path(path)) as tmp:
-        save_file(state, str(tmp), metadata=header)
+    save_tensors(path, module.state_dict(), header)
 
 
 def load_tokens_file(path: Path, model: LoadedModel) -> LoadedTokens:
     path = Path(path)
-    if not path.is_file():
-        raise CliprankError(f"tokens file not found: {path}; train tokens with `cliprank add-tokens` or fix --tokens")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CliprankError(f"tokens file {path} is unreadable or corrupt ({err}); retrain it") from err
-    if header.get("format") != FORMAT:
-        raise CliprankError(f"{path} is not a cliprank tokens file (format {header.get('format')!r})")
+    state, header = load_tensors(path, FORMAT, "tokens file", "train tokens with `cliprank add-tokens` or fix --tokens")
     if header.get("model_fingerprint") != model.fingerprint:
         raise CliprankError(
             f"tokens {path} were trained for {header.get('model')}/{header.get('pretrained')}, not {model.label}; "

@@ -30,11 +30,11 @@ from cliprank.engine.forward import pool, run_blocks
 from cliprank.engine.plan import Plan
 from cliprank.engine.state import TokenState
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_save_torch
 from cliprank.methods.base import Method
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.features import block_features
 from cliprank.tokens.model import PLACEMENTS, LearnedTokens
+from cliprank.training import Trainable, run_epochs
 from cliprank.zeroshot import LOGIT_SCALE, compute_classifier
 
 OBJECTIVES = ("distill", "fewshot")
@@ -241,61 +241,23 @@ def train_tokens(
         ).encode()
     ).hexdigest()[:16]
     selector = "cosine" if settings.objective == "distill" else "mean_top1"
-    state: dict[str, Any] = {"epoch": 0, "best": None, "best_state": None, "history": []}
-    saved = dist.broadcast_object(read_checkpoint(checkpoint, identity) if dist.is_main else None)
-    if saved is not None:
-        tokens.load_state_dict(saved["tokens"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        generator.set_state(saved["generator"])
-        state = saved["state"]
-        log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
-    task = progress.add_task("train tokens", total=settings.epochs, completed=state["epoch"]) if progress else None
-    for epoch in range(state["epoch"], settings.epochs):
-        loss = train_epoch(forward, optimizer, scheduler, generator, pools, train_splits, settings, dist)
-        log.info("epoch %d: training loss %.5f", epoch + 1, loss)
-        if not dist.is_main:
-            continue
-        metrics = validate(forward, val_splits)
-        entry = {"epoch": epoch + 1, "loss": loss, **metrics}
-        state["history"].append(entry)
-        if state["best"] is None or metrics[selector] > state["best"][selector]:
-            state["best"] = entry
-            state["best_state"] = {k: v.detach().cpu().clone() for k, v in tokens.state_dict().items()}
-        state["epoch"] = epoch + 1
-        atomic_save_torch(
-            {
-                "identity": identity,
-                "tokens": tokens.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "state": state,
-            },
-            checkpoint,
-        )
-        if progress is not None:
-            progress.update(
-                task,
-                advance=1,
-                description=(
-                    f"train tokens · loss {entry['loss']:.4f} · val cos {metrics['cosine']:.4f} · "
-                    f"val top-1 {100 * metrics['mean_top1']:.1f}"
-                ),
-            )
-    state = dist.broadcast_object(state)
-    tokens.load_state_dict(state["best_state"])
-    return {"best": state["best"], "history": state["history"], "settings": asdict(settings), "selected_by": selector}
-
-
-def read_checkpoint(checkpoint: Path, identity: str) -> dict[str, Any] | None:
-    """The saved training state, or None when there is none; refuses a checkpoint of another run."""
-    if not checkpoint.is_file():
-        return None
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if saved.get("identity") != identity:
-        raise CliprankError(f"checkpoint {checkpoint} belongs to another run; delete it or choose another --out")
-    return saved
+    result = run_epochs(
+        Trainable(tokens, optimizer, scheduler, generator),
+        epochs=settings.epochs,
+        checkpoint=checkpoint,
+        identity=identity,
+        train_epoch=lambda: train_epoch(forward, optimizer, scheduler, generator, pools, train_splits, settings, dist),
+        validate=lambda: validate(forward, val_splits),
+        selector=selector,
+        describe=lambda entry: (
+            f"loss {entry['loss']:.4f} · val cos {entry['cosine']:.4f} · val top-1 {100 * entry['mean_top1']:.1f}"
+        ),
+        title="train tokens",
+        dist=dist,
+        log=log,
+        progress=progress,
+    )
+    return {**result, "settings": asdict(settings), "selected_by": selector}
 
 
 def train_epoch(
