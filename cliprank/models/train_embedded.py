@@ -54,18 +54,23 @@ class Recipe:
     clutter_full_at: float = 0.4
     dataset_weights: tuple[float, ...] = (0.55, 0.225, 0.225)
     text_warmup_steps: int = 300
+    extra_steps: int = 0  # more steps after `steps`, at full clutter, on a second cosine from extra_lr_fraction
+    extra_lr_fraction: float = 0.3
     text_warmup_lr: float = 1e-3
     seed: int = 0
     threads: int = 2
 
 
 def clutter_at(recipe: Recipe, step: int) -> float:
-    progress = step / recipe.steps
+    progress = min(1.0, step / recipe.steps)
     ramp = min(1.0, progress / recipe.clutter_full_at)
     return recipe.clutter_start + (1 - recipe.clutter_start) * ramp
 
 
 def lr_factor(recipe: Recipe, step: int) -> float:
+    if step >= recipe.steps:  # the optional extension: a second, smaller cosine at full clutter
+        progress = (step - recipe.steps) / max(1, recipe.extra_steps)
+        return recipe.extra_lr_fraction * 0.5 * (1 + math.cos(math.pi * progress))
     warmup = max(1, int(recipe.warmup_fraction * recipe.steps))
     if step < warmup:
         return (step + 1) / warmup
@@ -74,7 +79,7 @@ def lr_factor(recipe: Recipe, step: int) -> float:
 
 
 def text_factor(recipe: Recipe, step: int) -> float:
-    progress = step / recipe.steps
+    progress = min(1.0, step / recipe.steps)
     if progress < recipe.text_frozen_fraction:
         return 0.0
     return min(1.0, (progress - recipe.text_frozen_fraction) / recipe.text_ramp_fraction)
@@ -218,7 +223,8 @@ def train(out: Path, recipe: Recipe, checkpoint_every: int = 100, log_every: int
 
     model.train()
     began = time.time()
-    for step in range(start, recipe.steps):
+    total_steps = recipe.steps + recipe.extra_steps
+    for step in range(start, total_steps):
         base = recipe.lr * lr_factor(recipe, step)
         optimizer.param_groups[0]["lr"] = base
         optimizer.param_groups[1]["lr"] = base * text_factor(recipe, step)
@@ -238,12 +244,12 @@ def train(out: Path, recipe: Recipe, checkpoint_every: int = 100, log_every: int
                 "clutter": round(clutter_at(recipe, step), 3),
                 "minutes": round((time.time() - began) / 60, 2),
             }
-            if (step + 1) % (4 * log_every) == 0 or step + 1 == recipe.steps:
+            if (step + 1) % (4 * log_every) == 0 or step + 1 == total_steps:
                 record["val_top1"] = validate(model, tokenizer, mean, std)
             print(json.dumps(record), flush=True)
             with log_path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == recipe.steps:
+        if (step + 1) % checkpoint_every == 0 or step + 1 == total_steps:
             atomic_save_torch(
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}, checkpoint
             )
@@ -281,8 +287,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=Recipe.steps)
     parser.add_argument("--seed", type=int, default=Recipe.seed)
+    parser.add_argument("--extra-steps", type=int, default=Recipe.extra_steps, help="resume a finished run for more")
     args = parser.parse_args()
-    print(train(args.out, Recipe(steps=args.steps, seed=args.seed)))
+    print(train(args.out, Recipe(steps=args.steps, seed=args.seed, extra_steps=args.extra_steps)))
 
 
 if __name__ == "__main__":
