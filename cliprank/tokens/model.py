@@ -52,6 +52,20 @@ class LearnedTokens(nn.Module):
             else None
         )
 
+    @torch.no_grad()
+    def start_from(self, patch_tokens: torch.Tensor, spread: float = 0.02, seed: int = 0) -> None:
+        """Start every visual token at the mean patch token entering its block, plus a little noise.
+
+        Blocks normalise each token before attending, so a token's scale does not matter, only its
+        direction: a small random token reads as an arbitrary patch and shifts the class token from the
+        start. The mean patch is a neutral start; the noise (relative to the patches' spread) lets the
+        tokens differ. `patch_tokens` is (N, C), sampled from the training images.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        mean, std = patch_tokens.float().mean(0), patch_tokens.float().std(0)
+        noise = torch.randn(self.visual.shape, generator=generator) * std * spread
+        self.visual.copy_((mean + noise).to(self.visual.dtype))
+
     def plan(self) -> Plan:
         """Operations that put the tokens into the forward (to run after a pruning plan)."""
         config = self.config

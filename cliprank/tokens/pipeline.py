@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cliprank.cost.budget import solve
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
@@ -110,6 +112,8 @@ def run_add_tokens(
         return [prepare(name, split) for name in job.datasets]
 
     train_splits, val_splits = splits(job.train_split), splits(job.val_split)
+    patches = torch.cat([split.entering[:, 1:].flatten(0, 1) for split in train_splits])
+    tokens.start_from(patches, seed=job.settings.seed)
     checkpoint = job.out.with_name(job.out.name + ".ckpt")
     tokens.train()
     history = train_tokens(model, method, tokens, train_splits, val_splits, job.settings, checkpoint, progress, dist)
