@@ -67,6 +67,16 @@ def solve_setup(model: LoadedModel, job: TokensJob, tokens: LearnedTokens) -> tu
     return base_method, resources
 
 
+def sample_patch_tokens(splits: list[SplitData], seed: int, images: int = 512) -> torch.Tensor:
+    """Patch tokens entering the insertion block from up to `images` training images per split (N, C)."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for split in splits:
+        chosen = torch.randperm(len(split.entering), generator=generator)[:images]
+        rows.append(split.entering[chosen, 1:].flatten(0, 1))
+    return torch.cat(rows)
+
+
 def default_block(values: dict[str, Any], depth: int) -> int:
     """Where the tokens go by default: the method's (first) pruning block."""
     from cliprank.methods.base import int_tuple
@@ -112,8 +122,7 @@ def run_add_tokens(
         return [prepare(name, split) for name in job.datasets]
 
     train_splits, val_splits = splits(job.train_split), splits(job.val_split)
-    patches = torch.cat([split.entering[:, 1:].flatten(0, 1) for split in train_splits])
-    tokens.start_from(patches, seed=job.settings.seed)
+    tokens.start_from(sample_patch_tokens(train_splits, seed=job.settings.seed), seed=job.settings.seed)
     checkpoint = job.out.with_name(job.out.name + ".ckpt")
     tokens.train()
     history = train_tokens(model, method, tokens, train_splits, val_splits, job.settings, checkpoint, progress, dist)
