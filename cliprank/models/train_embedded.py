@@ -17,7 +17,7 @@ Images are composed on the fly from the *train* sources only (a fresh stream, ne
 train/test splits), so the model has seen none of the test sources. Training checkpoints every
 `checkpoint_every` steps and resumes bit-for-bit: the data of step s is a pure function of s.
 
-    python -m cliprank.models.train_embedded --out runs/embedded --steps 3000
+    python -m cliprank.models.train_embedded --out runs/embedded --steps 3000 --extra-steps 1000 --extra-cycles 2
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class Recipe:
     clutter_full_at: float = 0.4
     dataset_weights: tuple[float, ...] = (0.55, 0.225, 0.225)
     text_warmup_steps: int = 300
-    extra_steps: int = 0  # more steps after `steps`, at full clutter, on a second cosine from extra_lr_fraction
+    extra_steps: int = 0  # steps per extension cycle after `steps`: full clutter, a cosine from extra_lr_fraction
+    extra_cycles: int = 1  # extension cycles (warm restarts), each `extra_steps` long
     extra_lr_fraction: float = 0.3
     extra_color_augment: bool = True  # in the extra steps: permute colour channels, some grey, some inverted
     text_warmup_lr: float = 1e-3
@@ -69,8 +70,8 @@ def clutter_at(recipe: Recipe, step: int) -> float:
 
 
 def lr_factor(recipe: Recipe, step: int) -> float:
-    if step >= recipe.steps:  # the optional extension: a second, smaller cosine at full clutter
-        progress = (step - recipe.steps) / max(1, recipe.extra_steps)
+    if step >= recipe.steps:  # the optional extension: smaller cosines (warm restarts) at full clutter
+        progress = ((step - recipe.steps) % max(1, recipe.extra_steps)) / max(1, recipe.extra_steps)
         return recipe.extra_lr_fraction * 0.5 * (1 + math.cos(math.pi * progress))
     warmup = max(1, int(recipe.warmup_fraction * recipe.steps))
     if step < warmup:
@@ -241,7 +242,7 @@ def train(out: Path, recipe: Recipe, checkpoint_every: int = 100, log_every: int
 
     model.train()
     began = time.time()
-    total_steps = recipe.steps + recipe.extra_steps
+    total_steps = recipe.steps + recipe.extra_steps * recipe.extra_cycles
     for step in range(start, total_steps):
         base = recipe.lr * lr_factor(recipe, step)
         optimizer.param_groups[0]["lr"] = base
@@ -305,9 +306,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=Recipe.steps)
     parser.add_argument("--seed", type=int, default=Recipe.seed)
-    parser.add_argument("--extra-steps", type=int, default=Recipe.extra_steps, help="steps after --steps (resumable)")
+    parser.add_argument("--extra-steps", type=int, default=Recipe.extra_steps, help="steps per extension cycle")
+    parser.add_argument("--extra-cycles", type=int, default=Recipe.extra_cycles, help="extension cycles (resumable)")
     args = parser.parse_args()
-    print(train(args.out, Recipe(steps=args.steps, seed=args.seed, extra_steps=args.extra_steps)))
+    recipe = Recipe(steps=args.steps, seed=args.seed, extra_steps=args.extra_steps, extra_cycles=args.extra_cycles)
+    print(train(args.out, recipe))
 
 
 if __name__ == "__main__":
