@@ -404,7 +404,11 @@ def run_evaluation(
                     limit=settings.limit,
                     download=settings.download,
                 )
-            pending = [row for row in rows if not writer.has(settings_key(model, dataset.name, row))]
+            pending = [
+                row
+                for row in rows
+                if not writer.has(settings_key(model, dataset.name, row), model.fingerprint, dataset.fingerprint)
+            ]
             pending_keys = dist.broadcast_object([row.key for row in pending])  # rank 0's report decides
             pending = [row for row in rows if row.key in pending_keys]
             if not pending:

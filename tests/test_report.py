@@ -235,8 +235,11 @@ def test_writer_resumes_and_skips_complete_records(tmp_path):
     first.add(done)
 
     resumed = ReportWriter(tmp_path, environment(git_revision="def456", threads=4))
-    assert resumed.has(done.key)
-    assert not resumed.has(record_key("cliprank-tiny", "embedded", "digits", "tome", 0.7))
+    same = (done.model_fingerprint, done.dataset_fingerprint)
+    assert resumed.has(done.key, *same)
+    assert not resumed.has(record_key("cliprank-tiny", "embedded", "digits", "tome", 0.7), *same)
+    with pytest.raises(CliprankError, match="other weights or images"):
+        resumed.has(done.key, "retrained-model", done.dataset_fingerprint)
     resumed.add(record("digits", "tome", 0.7, 0.85))
     resumed.add(record("digits", "tome", 0.7, 0.86))  # same key: replaced, not duplicated
 

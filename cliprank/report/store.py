@@ -59,9 +59,25 @@ class ReportWriter:
     def records(self) -> list[Record]:
         return list(self.report.records)
 
-    def has(self, key: str) -> bool:
-        """Whether a complete record with this key (see `record_key`) is already stored."""
-        return any(record.key == key for record in self.report.records)
+    def get(self, key: str) -> Record | None:
+        """The complete record with this key (see `record_key`), if one is stored."""
+        return next((record for record in self.report.records if record.key == key), None)
+
+    def has(self, key: str, model_fingerprint: str, dataset_fingerprint: str) -> bool:
+        """Whether a complete record for this key, these weights and these images is already stored.
+
+        A record for the same key made from other weights or images is never reused: the run stops
+        instead of mixing the two in one report.
+        """
+        record = self.get(key)
+        if record is None:
+            return False
+        if (record.model_fingerprint, record.dataset_fingerprint) != (model_fingerprint, dataset_fingerprint):
+            raise CliprankError(
+                f"{self.json_path} holds {key} for other weights or images (model {record.model_fingerprint}, "
+                f"dataset {record.dataset_fingerprint}); choose another --out or delete that report"
+            )
+        return True
 
     def add(self, record: Record) -> None:
         """Store a complete record (replacing one with the same key) and rewrite report.json atomically.
