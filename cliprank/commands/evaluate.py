@@ -112,7 +112,7 @@ def show_summary(writer) -> None:
     table = Table(title="mean zero-shot top-1 over datasets (Δ vs unpruned, points)")
     table.add_column("method")
     for value in budgets:
-        table.add_column("native knob" if value is None else f"budget {value:g}", justify="right")
+        table.add_column("as specified" if value is None else f"budget {value:g}", justify="right")
     for name in dict.fromkeys(spec for spec, _ in cells):
         row = [name]
         for value in budgets:
