@@ -13,6 +13,15 @@ from typing import Any
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_DEFAULT_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`; on success it replaces `path` in one step, on error it vanishes.
@@ -25,6 +34,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _DEFAULT_MODE)  # mkstemp makes 0600 files; outputs get the usual umask-based mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

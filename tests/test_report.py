@@ -273,6 +273,12 @@ def test_a_crash_while_writing_leaves_the_previous_complete_report(tmp_path, mon
     assert len(ReportWriter(tmp_path, environment()).records) == 1
 
 
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    path = tmp_path / "out.txt"
+    cliprank.io.atomic_write_text(path, "x")
+    assert path.stat().st_mode & 0o777 == cliprank.io._DEFAULT_MODE
+
+
 def test_writer_rejects_an_incomplete_record(tmp_path):
     with pytest.raises(ValueError, match="image_tower_params"):
         ReportWriter(tmp_path, environment()).add(record("digits", "none", None, 0.9, image_tower_params=None))
