@@ -26,6 +26,12 @@ def test_empty_parentheses_mean_defaults():
     assert parse_method_specs("ats()") == [("ats", {})]
 
 
+def test_tokens_suffix_may_follow_the_knobs():
+    expected = [("predictor+tokens", {"keep": 0.6})]
+    assert parse_method_specs("predictor(keep=0.6)+tokens") == expected
+    assert parse_method_specs("predictor+tokens(keep=0.6)") == expected
+
+
 @pytest.mark.parametrize(
     "text",
     ["", "topk(keep=0.5", "topk(keep=0.5))", "topk(0.5)", "topk(keep=0.5,keep=0.6)", "9lives", "tome(r=8)x"],

@@ -57,8 +57,11 @@ def parse_value(text: str) -> Any:
 
 
 def parse_method_spec(text: str) -> MethodSpec:
-    """One `name` or `name(key=value, ...)`."""
+    """One `name` or `name(key=value, ...)`; `name(...)+tokens` reads as `name+tokens(...)`."""
     text = text.strip()
+    if text.endswith(")+tokens"):
+        name, knobs = parse_method_spec(text[: -len("+tokens")])
+        return f"{name}+tokens", knobs
     name, _, rest = text.partition("(")
     name = name.strip()
     if not _NAME.match(name):

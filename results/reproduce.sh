@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Rebuild everything the embedded default ships and every committed report, from scratch, on CPU.
+# Order matters: weights -> golden rankings -> predictor -> tokens -> reports. About 2 hours on 2 cores
+# (the model's training is most of it; skip it with SKIP_TRAINING=1 to reuse the shipped weights).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+ASSETS=cliprank/models/assets
+DATASETS=(digits textiles faces)
+
+if [[ "${SKIP_TRAINING:-0}" != 1 ]]; then
+    python -m cliprank.models.train_embedded --out runs/embedded --steps 3000 --extra-steps 1000 --extra-cycles 2
+    cp runs/embedded/cliprank-tiny.safetensors runs/embedded/cliprank-tiny.recipe.json "$ASSETS/"
+fi
+
+# Golden rankings (block 3, 2x2 units, 10 patches per step, 40% removed, similarity score):
+# the test splits ship as the oracle; train and val are the predictor's training data.
+for dataset in "${DATASETS[@]}"; do
+    cliprank search --dataset "$dataset" --split test --out "$ASSETS/rankings/$dataset-test.rankings"
+    for split in train val; do
+        cliprank search --dataset "$dataset" --split "$split" --out "runs/rankings/$dataset-$split.rankings"
+    done
+done
+
+cliprank train-predictor --rankings runs/rankings --out "$ASSETS/cliprank-tiny.predictor.safetensors"
+
+# Learned tokens for the predictor: the paper's setup (40% removed) and the default report's budgets.
+cliprank add-tokens --method "predictor(keep=0.6)" --out "$ASSETS/tokens/predictor-keep0.6.tokens.safetensors"
+for budget in 0.7 0.9; do
+    cliprank add-tokens --method predictor --budget "$budget" --out "$ASSETS/tokens/predictor-b$budget.tokens.safetensors"
+done
+
+cliprank evaluate --out results/embedded
+cliprank evaluate --recipe paper-embedded --out results/paper-setting
+cliprank evaluate --recipe ci --out results/ci
