@@ -14,7 +14,7 @@ from cliprank.commands.options import QuickGeluOption, parse_budgets, parse_mode
 from cliprank.recipes import RecipeOption
 
 EMBEDDED_DATASETS = "digits,textiles,faces"
-DEFAULT_BUDGETS = "0.5,0.7,0.9"
+DEFAULT_BUDGETS = "0.6,0.7,0.8,0.9"
 
 
 def progress_bar() -> Progress:
