@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_cli as run
 
-from cliprank.cli import main
 from cliprank.cost.analytic import unpruned_macs
 from cliprank.data.registry import load_dataset
 from cliprank.engine import Plan, encode
@@ -25,14 +25,6 @@ MAX_ASSETS_BYTES = 40 * 1024 * 1024
 @pytest.fixture(scope="module")
 def trained():
     return load_model(embedded.MODEL_NAME, embedded.TAG)
-
-
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
 
 
 def test_shipped_assets_stay_small() -> None:

@@ -7,19 +7,12 @@ import math
 
 import pytest
 import torch
+from cli_runner import run_cli as run
 
 from cliprank import evaluate as evaluate_module
 from cliprank import zeroshot
 from cliprank.cli import main
 from cliprank.report.schema import load_report
-
-
-def run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
 
 
 def test_metrics_match_hand_computed_values() -> None:
