@@ -17,7 +17,7 @@ Images are composed on the fly from the *train* sources only (a fresh stream, ne
 train/test splits), so the model has seen none of the test sources. Training checkpoints every
 `checkpoint_every` steps and resumes bit-for-bit: the data of step s is a pure function of s.
 
-    python -m cliprank.models.train_embedded --out runs/embedded --steps 3000 --extra-steps 1000 --extra-cycles 2
+    python -m cliprank.models.train_embedded --out runs/embedded --steps 3000 --extra-steps 1000 --extra-cycles 3
 """
 
 from __future__ import annotations
