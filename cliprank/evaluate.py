@@ -500,7 +500,7 @@ def write_records(
 def row_extra(row: Setting, resources: Resources) -> dict[str, Any]:
     """Provenance a reader needs beside the numbers (what a predictor or tokens were trained on)."""
     extra: dict[str, Any] = {"declared_gmacs": row.solved.macs / 1e9}
-    if row.method.name == "predictor" and resources.predictor is not None:
+    if "predictor" in row.method.requires and resources.predictor is not None:
         extra["predictor_trained_on"] = resources.predictor.trained_on
     if row.method.adaptive:
         extra["note"] = "input-adaptive: gmacs and schedule are means over the evaluated images"

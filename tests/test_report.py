@@ -211,6 +211,13 @@ def test_markdown_header_agreement_and_details():
     assert "| n/a |" in text  # acc5 under five classes
 
 
+def test_markdown_says_what_the_predictor_was_trained_on():
+    report = sample_report()
+    assert "Predictor trained on" not in render_markdown(report)
+    report.records.append(record("digits", "predictor", 0.7, 0.8, extra={"predictor_trained_on": ["digits"]}))
+    assert "- **Predictor trained on:** digits" in render_markdown(report)
+
+
 def test_markdown_is_independent_of_record_order():
     report = sample_report()
     shuffled = Report(environment=report.environment, records=report.records[::-1], created=report.created)

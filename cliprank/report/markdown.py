@@ -49,6 +49,10 @@ def _header(report: Report) -> list[str]:
     images = ", ".join(f"{d} {n}" for d, n in sorted({(r.dataset, r.images) for r in records})) or "—"
     revision = f" ({env.git_revision})" if env.git_revision else ""
     seed = "unset" if env.seed is None else env.seed
+    trained_on = sorted(
+        {", ".join(r.extra["predictor_trained_on"]) for r in records if r.extra.get("predictor_trained_on")}
+    )
+    predictor = [f"- **Predictor trained on:** {'; '.join(trained_on)}"] if trained_on else []
     return [
         f"- **Model:** {model_text}",
         f"- **Cost:** GMACs, {conventions}; in brackets, the fraction of the unpruned model's GMACs. "
@@ -57,6 +61,7 @@ def _header(report: Report) -> list[str]:
         "The unpruned row repeats under every budget as its reference.",
         f"- **Run:** {env.device}, {env.precision}, {env.threads} threads, seed {seed}",
         f"- **Images per dataset:** {images}",
+        *predictor,
         f"- **Versions:** cliprank {env.cliprank}{revision}, torch {env.torch}, open_clip {env.open_clip}, "
         f"Python {env.python}, {env.platform}",
         f"- **Created:** {report.created}",
