@@ -35,13 +35,12 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from output import write_result
 from rich.console import Console
 from rich.table import Table
 
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_write_json
 from cliprank.models import embedded
-from cliprank.report.schema import Environment
 from cliprank.search.store import Rankings
 
 SCHEMA_VERSION = "cliprank.distributed_search/1"
@@ -237,16 +236,12 @@ def main() -> None:
     per_image = args.per_image_seconds or measured.per_image
     projection = show(measured, args, args.project_images or full_split_size(args), per_image)
     if args.out:
-        environment = Environment.collect(device=args.device, precision="fp32", threads=args.threads or 0, seed=0)
-        payload = {
-            "schema_version": SCHEMA_VERSION,
-            "environment": asdict(environment),
-            "settings": vars(args) | {"out": None},
+        body = {
             "measured": asdict(measured)
             | {"per_image_seconds": measured.per_image, "startup_seconds": measured.startup},
             **projection,
         }
-        atomic_write_json(args.out, payload)
+        write_result(args.out, SCHEMA_VERSION, args, args.threads or 0, body)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from output import write_result
 from rich.console import Console
 from rich.table import Table
 
 from cliprank.cost.analytic import block_macs, unpruned_macs
 from cliprank.engine import Plan, ReducedVisual
-from cliprank.io import atomic_write_json
 from cliprank.models import embedded
 from cliprank.models.arch import VisionArch
 from cliprank.models.loading import LoadedModel, load_model
@@ -323,7 +323,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from cliprank.report.schema import Environment
 
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -365,14 +364,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"ratios within one run stay comparable. Total {time.perf_counter() - started:.0f} s."
     )
     if args.out is not None:
-        environment = Environment.collect(device=args.device, precision="fp32", threads=threads, seed=args.seed)
-        settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-        payload = {
-            "schema_version": SCHEMA_VERSION,
+        body = {
             "convention": CONVENTION,
             "target_ratio": TARGET,
-            "environment": environment.to_dict(),
-            "settings": settings,
             "load_average_before_after": [list(load_before), list(load_after)],
             "efficiency": {"model": args.model, "pretrained": args.pretrained, **summary, "search": timing.to_dict()},
             "tiny": {
@@ -384,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "growth": rows,
             "seconds": time.perf_counter() - started,
         }
-        atomic_write_json(args.out, payload)
+        write_result(args.out, SCHEMA_VERSION, args, threads, body)
         console.print(f"wrote {args.out}")
 
 

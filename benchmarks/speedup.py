@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from output import write_result
 from rich.console import Console
 from rich.table import Table
 
@@ -31,7 +32,6 @@ from cliprank.cost.budget import solve
 from cliprank.cost.counting import measure_cost
 from cliprank.engine import ReducedVisual
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_write_json
 from cliprank.methods import REGISTRY, Method
 from cliprank.models.loading import load_model
 from cliprank.profiling import CONVENTION, interleaved_medians, random_images, torch_threads
@@ -127,7 +127,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from cliprank.report.schema import Environment
 
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,18 +146,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, reason in skipped.items():
         console.print(f"[yellow]skipped[/] {name}: {reason}")
     if args.out is not None:
-        environment = Environment.collect(device=args.device, precision="fp32", threads=threads, seed=args.seed)
-        settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-        payload = {
-            "schema_version": SCHEMA_VERSION,
-            "convention": CONVENTION,
-            "target_ratio": TARGET,
-            "environment": environment.to_dict(),
-            "settings": settings,
-            "rows": rows,
-            "skipped": skipped,
-        }
-        atomic_write_json(args.out, payload)
+        body = {"convention": CONVENTION, "target_ratio": TARGET, "rows": rows, "skipped": skipped}
+        write_result(args.out, SCHEMA_VERSION, args, threads, body)
         console.print(f"wrote {args.out}")
 
 

@@ -79,7 +79,7 @@ def kill_rank_when(process: subprocess.Popen, log: Path, ready: Callable[[], boo
         assert time.monotonic() < deadline, "timed out waiting for the first part file"
         time.sleep(0.01)
     pid = rank_pid(log)
-    assert pid is not None
+    assert pid is not None, f"no pid logged in {log}: cannot kill the rank under test"
     os.kill(pid, signal.SIGKILL)
     assert process.wait(timeout=timeout) != 0
 
