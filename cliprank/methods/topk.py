@@ -23,7 +23,9 @@ from cliprank.models.arch import VisionArch
 
 
 def kept_after(keep: float, body: int) -> int:
-    return max(1, math.ceil(keep * body - 1e-9))
+    """EViT's count, `math.ceil(keep_rate * (N - 1))` (youweiliang/evit, evit.py L209), in floating point
+    as there: 0.07 of 100 is 7.000000000000001, so 8 tokens stay."""
+    return max(1, math.ceil(keep * body))
 
 
 @register
