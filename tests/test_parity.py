@@ -198,3 +198,19 @@ def test_every_method_gives_an_image_the_same_result_alone_or_in_a_batch(shipped
             alone_meta = {k: v[image : image + 1] if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
             alone = encode(model.visual, images[image : image + 1], plan, alone_meta)
             assert (batched[image] - alone[0]).abs().max() <= TOLERANCE, (name, image)
+
+
+def test_cliprank_methods_names_the_official_code_each_parity_test_follows(capsys, monkeypatch):
+    from cli_runner import run_cli
+
+    monkeypatch.setenv("COLUMNS", "500")
+    assert run_cli(["methods"]) == 0
+    listing = capsys.readouterr().out
+    for name, repository in [
+        ("tome", "facebookresearch/ToMe"),
+        ("evit", "youweiliang/evit"),
+        ("topk", "youweiliang/evit"),
+        ("ats", "adaptivetokensampling/ATS"),
+    ]:
+        assert method_class(name).reference.startswith(repository)
+        assert repository in listing

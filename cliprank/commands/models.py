@@ -13,10 +13,10 @@ def list_methods() -> None:
     """List the token-reduction methods, their knobs and papers."""
     from cliprank.methods import REGISTRY
 
-    table = Table("method", "knob", "parameters", "what it does", "paper")
+    table = Table("method", "knob", "parameters", "what it does", "paper", "parity test against")
     for name, cls in sorted(REGISTRY.items()):
         params = ", ".join(f"{p.name}={p.default}" for p in cls.params)
-        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper)
+        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper, cls.reference or "-")
     Console().print(table)
 
 

@@ -133,6 +133,7 @@ class ATS(Method):
     name = "ats"
     summary = "keep the tokens hit by inverse-CDF sampling of attention × value-norm significance (adaptive)"
     paper = "Fayyaz et al., Adaptive Token Sampling for Efficient Vision Transformers, ECCV 2022"
+    reference = "adaptivetokensampling/ATS 9271257: libs/models/transformers/ats_block.py L36-355, vit.py L362-396"
     knob = "K"
     adaptive = True
     produces_ranking = True

@@ -101,6 +101,7 @@ class EViT(Method):
         "Liang et al., Not All Patches are What You Need: Expediting Vision Transformers via Token "
         "Reorganizations, ICLR 2022"
     )
+    reference = "youweiliang/evit 5ca95a7: evit.py L192-267, helpers.py L52-73"
     knob = "keep"
     produces_ranking = True
     params = (

@@ -141,6 +141,7 @@ class ToMe(Method):
     name = "tome"
     summary = "merge the r most similar token pairs in every block (bipartite soft matching)"
     paper = "Bolya et al., Token Merging: Your ViT But Faster, ICLR 2023"
+    reference = "facebookresearch/ToMe af95e4b: tome/merge.py L16-97, tome/patch/timm.py"
     knob = "r"
     params = (
         Param(

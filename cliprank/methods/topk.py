@@ -33,6 +33,7 @@ class TopK(Method):
     name = "topk"
     summary = "keep the patches with the highest CLS attention (no fusion)"
     paper = "Liang et al., Not All Patches are What You Need (EViT), ICLR 2022 — selection without fusion"
+    reference = "youweiliang/evit 5ca95a7 with fuse_token=False: evit.py L192-267"
     knob = "keep"
     produces_ranking = True
     params = (

@@ -19,7 +19,7 @@ import torch
 
 from cliprank.data.items import ZeroShotDataset
 from cliprank.models.loading import LoadedModel
-from cliprank.search.greedy import SearchSettings, search_batch
+from cliprank.search.greedy import SCORE_DTYPE, SearchSettings, search_batch
 from cliprank.search.store import RankingsMeta, RankingStore, image_hashes
 from cliprank.zeroshot import zero_shot_classifier
 
@@ -56,6 +56,7 @@ def rankings_meta(
         grid=tuple(model.arch.grid),
         settings=asdict(settings),
         chunk_size=chunk_size,
+        score_dtype=SCORE_DTYPE,
     )
 
 
