@@ -32,10 +32,11 @@ from cliprank.methods.spec import MethodSpec, format_method_spec
 from cliprank.models.loading import LoadedModel
 from cliprank.ranking_agreement import agreement
 from cliprank.report.schema import Environment, RankingAgreement, Record, Throughput, record_key
+from cliprank.report.significance import pack_bits, wilson_interval
 from cliprank.report.store import ReportWriter
 from cliprank.resources import load_resources
 from cliprank.search.store import RankingLookup, image_hashes
-from cliprank.zeroshot import logits, metrics, zero_shot_classifier
+from cliprank.zeroshot import logits, metrics, top1_correct, zero_shot_classifier
 
 TASK = "zeroshot_classification"
 
@@ -289,6 +290,7 @@ def build_record(
         tau, overlap = agreement(torch.cat(acc.patch_scores), golden_scores, kept)
         ranking = RankingAgreement(kendall_tau=tau, top_k_overlap=overlap, k=kept)
     speed = setting.speed or {}
+    correct = top1_correct(scores, labels)
     return Record(
         dataset=dataset.name,
         model=model.name,
@@ -313,6 +315,8 @@ def build_record(
         latency_ms=speed.get("latency_ms"),
         peak_memory_mb=speed.get("peak_memory_mb"),
         ranking_agreement=ranking,
+        acc1_per_image=pack_bits(correct),
+        acc1_ci95=list(wilson_interval(sum(correct), len(correct))),
         extra=extra,
     )
 
