@@ -194,7 +194,7 @@ def test_vit_b_16_figure_is_a_readable_png(tmp_path) -> None:
         assert image.format == "PNG" and 800 <= image.width <= 1100  # reads in a browser and GitHub without zoom
 
 
-# ----- the command -----
+# ----- the command and the report -----
 
 
 def test_show_draws_dataset_images_and_image_files_of_the_embedded_default(tmp_path) -> None:
@@ -225,3 +225,21 @@ def test_show_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys) 
     assert code == 2 and message in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
     assert not (tmp_path / "out.png").exists()
+
+
+EVALUATE = [
+    "evaluate", "--pretrained", "none", "--dataset", "faces", "--method", "none,topk,tome", "--budget", "0.7,0.8",
+    "--limit", "8", "--no-speed", "--no-flops",
+]  # fmt: skip
+
+
+def test_evaluate_adds_patch_maps_and_links_them(tmp_path) -> None:
+    from cliprank.report.figures import patch_maps_file
+
+    assert run_cli([*EVALUATE, "--out", str(tmp_path / "on")]) == 0
+    figure = patch_maps_file("cliprank-tiny", "none", "faces")
+    assert (tmp_path / "on" / figure).stat().st_size > 0
+    assert f"]({figure})" in (tmp_path / "on" / "report.md").read_text()
+    assert run_cli([*EVALUATE, "--patch-maps", "0", "--out", str(tmp_path / "off")]) == 0
+    assert not (tmp_path / "off" / figure).exists()
+    assert "What each method keeps" not in (tmp_path / "off" / "report.md").read_text()
