@@ -7,6 +7,8 @@
   stage while it grows;
 - fused (EViT): greyed out and striped in one fixed colour — these patches live on only inside the fused
   token;
+- outlines (drawn over a stage picture): around the kept patches, each group and each fused token, so what
+  survived stays clear where a greyed patch looks like its image (a white patch, a grey photo);
 - golden ranking and predictor scores: the patches' importance ranks on one colour scale (bright = kept
   first), over the image in grey.
 
@@ -41,6 +43,7 @@ HEAT_COLORMAP = "viridis"
 COLUMNS = 6  # panels per row of the figure
 MOST_STAGES = 3  # stage panels per method at most (evenly spread, always the last)
 PANEL_INCHES = 1.72
+ROW_INCHES = 2.35  # a row of panels with its titles
 DPI = 100
 RIGHT, WRONG, NEUTRAL = "#1a7f37", "#cf222e", "#24292f"
 EDGE_STYLE = {"colors": "#24292f", "linewidths": 0.7, "alpha": 0.75}  # region outlines over a stage picture
@@ -282,8 +285,8 @@ def _method_cell(subfigure, view: ImageView, method: MethodView, stages: list[in
 
     width = max(1, len(stages))
     axes = subfigure.subplots(1, width, squeeze=False)[0]
-    given = method.knob and method.knob.split("=")[0] + "=" in method.name  # set in the spec itself
-    head = _wrapped(method.name + (f" · {method.knob}" if method.knob and not given else ""), width)
+    solved = method.knob and method.knob.split("=")[0] + "=" not in method.name  # not already in the spec
+    head = _wrapped(method.name + (f" · {method.knob}" if solved else ""), width)
     subfigure.suptitle(f"{head}\n{method.gmacs:.3g} GMACs ({100 * method.fraction:.0f}%)", fontsize=8)
     text, colour = _label(view, method.predicted, width)
     subfigure.supxlabel(text, fontsize=8, color=colour, fontweight="bold")
@@ -305,11 +308,11 @@ def draw_figure(views: Sequence[ImageView], title: str):
     from matplotlib.figure import Figure
 
     layout = [(view, _cells(view.methods)) for view in views]
-    heights = [h for _, cells in layout for h in [1.0, *([1.0] * len(cells))]]
-    figure = Figure(figsize=(COLUMNS * PANEL_INCHES, 2.35 * sum(heights) + 0.35), layout="constrained")
+    count = sum(1 + len(cells) for _, cells in layout)  # a header row per image, then its method rows
+    figure = Figure(figsize=(COLUMNS * PANEL_INCHES, ROW_INCHES * count + 0.35), layout="constrained")
     FigureCanvasAgg(figure)
     figure.suptitle(title, fontsize=10, fontweight="bold")
-    rows = iter(figure.subfigures(len(heights), 1, squeeze=False)[:, 0])
+    rows = iter(figure.subfigures(count, 1, squeeze=False)[:, 0])
     for number, (view, cells) in enumerate(layout):
         _header(next(rows), view, show_legend=number == 0)
         for cell_row in cells:
