@@ -64,6 +64,7 @@ class EvaluateSettings:
     count_flops: bool = True
     timing_repeats: int = 3
     quick_gelu: bool | None = None
+    patch_maps: int = 2  # images per dataset in the report's patch maps; 0: none
 
 
 @dataclass
@@ -426,6 +427,7 @@ def run_evaluation(
             if not (dist.enabled or parts.exists()):
                 results, labels = encode_in_memory(settings, model, dataset, pending, classifier, golden, progress)
                 write_records(settings, writer, model, dataset, pending, results, labels, golden, resources)
+                save_patch_maps(settings, model, dataset, rows, classifier, golden, resources)
                 continue
             merged = evaluate_dataset_sharded(
                 model,
@@ -441,6 +443,7 @@ def run_evaluation(
             )
             if merged is not None:  # rank 0: the others wait at the barrier below while it writes the records
                 write_records(settings, writer, model, dataset, pending, *merged, golden, resources)
+                save_patch_maps(settings, model, dataset, rows, classifier, golden, resources)
                 parts.remove()
             dist.barrier()
     if dist.is_main:
@@ -499,6 +502,35 @@ def write_records(
         record = build_record(model, dataset, row, results[row.key], labels, golden, row_extra(row, resources))
         record.gmacs_counted = counted
         writer.add(record)
+
+
+def save_patch_maps(
+    settings: EvaluateSettings,
+    model: LoadedModel,
+    dataset: Any,
+    rows: list[Setting],
+    classifier: torch.Tensor,
+    golden: RankingLookup | None,
+    resources: Resources,
+) -> None:
+    """The report's figure of what each method keeps on a few of the dataset's images (`cliprank.visualize`)."""
+    if settings.patch_maps <= 0:
+        return
+    from cliprank.visualize.capture import Row
+    from cliprank.visualize.report import report_patch_maps
+
+    drawn = [(Row(r.spec, r.method, row_classifier(model, dataset, r, classifier)), r.solved.budget) for r in rows]
+    report_patch_maps(
+        settings.out,
+        model,
+        dataset,
+        settings.split,
+        drawn,
+        classifier,
+        golden,
+        resources.predictor,
+        settings.patch_maps,
+    )
 
 
 def row_extra(row: Setting, resources: Resources) -> dict[str, Any]:

@@ -17,11 +17,9 @@ from official_baselines import tome as official_tome
 from open_clip.transformer import VisionTransformer
 
 from cliprank.data.registry import load_dataset
-from cliprank.engine import FUSED, Plan, TokenState
+from cliprank.engine import FUSED, Plan, TokenState, Trace, encode
 from cliprank.engine.forward import embed, pool, run_blocks
-from cliprank.engine.plan import LayerPlan
 from cliprank.methods import method_class
-from cliprank.methods.tome import bipartite_merge
 from cliprank.models import describe, embedded, load_model
 
 TOLERANCE = 1e-4
@@ -125,92 +123,19 @@ def test_tome_equals_the_official_tome(request, which, r, prop_attn):
 
 
 def tome_groups(visual, images, plan):
-    """Per block, per image, the patch groups of cliprank's body tokens, found by replaying each merge
-    on one-hot patch identities (a merge is a size-weighted mean, so a group's members stay non-zero)."""
-    state = embed(visual, images)
-    identities = TokenState(
-        x=torch.eye(state.tokens).expand(state.batch, -1, -1).clone(), size=state.size.clone(), pos=state.pos.clone()
-    )
+    """Per block, per image, the patch groups of cliprank's body tokens, from a recording trace."""
+    trace = Trace.recording()
+    encode(visual, images, plan, trace=trace)
+    patches = describe(visual).patches
+    current = [[frozenset([p]) for p in range(patches)] for _ in range(len(images))]
+    by_block = {stage.block: stage for stage in trace.stages}
     groups = []
     for index in range(plan.depth):
-        layer = plan.layers[index]
-        seen = {}
-
-        def watch(op, seen=seen):
-            def record(current, context):
-                seen["in"], seen["keys"] = current, context.keys
-                return op(current, context)
-
-            return record
-
-        watched = LayerPlan(
-            layer.before, tuple(watch(op) for op in layer.after_attention), layer.needs, layer.proportional
-        )
-        single = Plan(plan.layers[:index] + (watched,) + plan.layers[index + 1 :])
-        after = run_blocks(visual, state, single, start=index, stop=index + 1)
-        if seen:
-            merged = seen["in"].body_count - after.body_count
-            identities.size = seen["in"].size
-            identities = bipartite_merge(identities, seen["in"].body(seen["keys"]), merged)
-        state = after
-        groups.append(
-            [
-                [frozenset((row.nonzero().flatten() - 1).tolist()) for row in identities.body(identities.x)[image]]
-                for image in range(state.batch)
+        stage = by_block.get(index)
+        if stage is not None:
+            current = [
+                [frozenset(row.nonzero().flatten().tolist()) for row in stage.sources[image]]
+                for image in range(len(images))
             ]
-        )
+        groups.append(current)
     return groups
-
-
-@pytest.fixture(scope="module")
-def shipped_with_resources():
-    """The shipped model, its shipped rankings, predictor and tokens, and real digits test images with meta."""
-    from cliprank.resources import load_resources
-    from cliprank.search.store import image_hashes
-
-    model = load_model(embedded.MODEL_NAME, embedded.TAG)
-    data = load_dataset("digits", "test", transform=model.preprocess, limit=5)
-    items = [data.dataset[i] for i in range(len(data))]
-    images = torch.stack([item[0] for item in items])
-    indices = torch.tensor([int(item[2]) for item in items])
-    meta = {"dataset": "digits", "split": "test", "index": indices, "image_hash": image_hashes(images)}
-    specs = [(name, {}) for name in ("golden", "predictor", "predictor+tokens")]
-    return model, images, meta, load_resources(model, specs)
-
-
-def every_method() -> list[str]:
-    from cliprank.methods import REGISTRY
-
-    return sorted(REGISTRY) + ["predictor+tokens"]
-
-
-@pytest.mark.parametrize("name", every_method())
-def test_every_method_gives_an_image_the_same_result_alone_or_in_a_batch(shipped_with_resources, name):
-    from cliprank.cost.budget import solve
-    from cliprank.engine import encode
-
-    model, images, meta, resources = shipped_with_resources
-    method = solve(name, model.arch, {}, 0.7, resources).method
-    plan = method.plan()
-    with torch.no_grad():
-        batched = encode(model.visual, images, plan, meta)
-        for image in range(len(images)):
-            alone_meta = {k: v[image : image + 1] if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
-            alone = encode(model.visual, images[image : image + 1], plan, alone_meta)
-            assert (batched[image] - alone[0]).abs().max() <= TOLERANCE, (name, image)
-
-
-def test_cliprank_methods_names_the_official_code_each_parity_test_follows(capsys, monkeypatch):
-    from cli_runner import run_cli
-
-    monkeypatch.setenv("COLUMNS", "500")
-    assert run_cli(["methods"]) == 0
-    listing = capsys.readouterr().out
-    for name, repository in [
-        ("tome", "facebookresearch/ToMe"),
-        ("evit", "youweiliang/evit"),
-        ("topk", "youweiliang/evit"),
-        ("ats", "adaptivetokensampling/ATS"),
-    ]:
-        assert method_class(name).reference.startswith(repository)
-        assert repository in listing

@@ -62,6 +62,9 @@ def evaluate_command(
     tokens: Path | None = typer.Option(None, help="Learned tokens (for METHOD+tokens)."),
     speed: bool = typer.Option(True, help="Measure throughput, latency and memory per setting."),
     flops: bool = typer.Option(True, help="Count GMACs with fvcore as a cross-check of the analytic count."),
+    patch_maps: int = typer.Option(
+        2, min=0, help="Images per dataset in the report's patch maps (what each method keeps); 0: none."
+    ),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="Output folder (report.json/.md/.png)."),
     quick_gelu: bool | None = QuickGeluOption,
     recipe: str | None = RecipeOption,
@@ -94,6 +97,7 @@ def evaluate_command(
         measure_speed=speed,
         count_flops=flops,
         quick_gelu=quick_gelu,
+        patch_maps=patch_maps,
     )
     with Distributed.from_environment(device) as dist:
         dist.log_to(out / "logs")
@@ -129,6 +133,9 @@ def show_summary(writer) -> None:
             table.add_row(*row)
         console.print(table)
     console.print(f"report: {writer.json_path}, {writer.markdown_path}, {writer.plot_path}")
+    figures = writer.patch_maps()
+    if figures:
+        console.print(f"patch maps: {', '.join(str(writer.out_dir / name) for name in figures.values())}")
 
 
 def _cell_text(cell, claim, spec: str) -> Text:

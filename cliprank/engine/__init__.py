@@ -1,6 +1,6 @@
 """The reduced vision forward: a plan of per-block operations applied to a token state."""
 
-from cliprank.engine.context import LayerContext, Trace
+from cliprank.engine.context import LayerContext, Stage, Trace
 from cliprank.engine.forward import ReducedVisual, embed, encode, pool, run_blocks
 from cliprank.engine.plan import CLS_ATTENTION, KEYS, VALUE_NORMS, LayerPlan, Op, Plan
 from cliprank.engine.state import FUSED, LEARNABLE, TokenState
@@ -16,6 +16,7 @@ __all__ = [
     "Op",
     "Plan",
     "ReducedVisual",
+    "Stage",
     "TokenState",
     "Trace",
     "embed",

@@ -7,6 +7,7 @@ plan, so the engine knows no method by name. The forward is split into `embed`, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn as nn
 
 from cliprank.engine.attention import attend, attention_bias
 from cliprank.engine.context import LayerContext, Trace
-from cliprank.engine.plan import Plan
+from cliprank.engine.plan import Op, Plan
 from cliprank.engine.state import TokenState
 
 
@@ -28,9 +29,17 @@ def embed(visual: nn.Module, images: torch.Tensor, meta: dict[str, Any] | None =
     return TokenState.initial(x, meta)
 
 
+def apply(ops: Sequence[Op], state: TokenState, context: LayerContext, before_block: bool) -> TokenState:
+    """Run a block's operations in order, letting a recording trace see each one's effect."""
+    for op in ops:
+        reduced = op(state, context)
+        context.trace.record_stage(state, reduced, context.index, before_block)
+        state = reduced
+    return state
+
+
 def run_block(block: nn.Module, state: TokenState, layer, context: LayerContext) -> TokenState:
-    for op in layer.before:
-        state = op(state, context)
+    state = apply(layer.before, state, context, before_block=True)
     context.trace.attention_tokens.append(state.counts())
     bias = attention_bias(state.size if layer.proportional else None, state.valid, state.x.dtype)
     attended, by_products = attend(block.attn, block.ln_1(state.x), bias, layer.needs)
@@ -38,8 +47,7 @@ def run_block(block: nn.Module, state: TokenState, layer, context: LayerContext)
     state = state.with_x(state.x + block.ls_1(attended))
     for name, value in by_products.items():
         setattr(context, name, value)
-    for op in layer.after_attention:
-        state = op(state, context)
+    state = apply(layer.after_attention, state, context, before_block=False)
     context.trace.mlp_tokens.append(state.counts())
     return state.with_x(state.x + block.ls_2(block.mlp(block.ln_2(state.x))))
 
@@ -57,6 +65,8 @@ def run_blocks(
     stop = len(blocks) if stop is None else stop
     trace = trace if trace is not None else Trace()
     patches = visual.grid_size[0] * visual.grid_size[1]
+    if trace.stages is not None and state.sources is None:
+        state = state.track_sources(patches)
     for index in range(start, stop):
         context = LayerContext(index=index, patches=patches, trace=trace)
         state = run_block(blocks[index], state, plan.layers[index], context)

@@ -11,10 +11,16 @@ attention use it); `pos` records where a token came from (0 = CLS, 1..P = patch 
 LEARNABLE otherwise) so rankings can be read back in original patch order. `valid` marks real tokens
 when images in one batch keep different numbers of tokens (input-adaptive methods); it is None for
 rectangular batches, which is the fast path.
+
+`sources` (B, N, P), tracked only when a forward is recorded for display (`track_sources`), says which
+original patches each token stands for: row n of a patch token is one-hot, a merged or fused token's row
+covers all its patches, CLS and learnable rows are empty. Selections carry it along by themselves; an
+operation that combines tokens passes the combined rows to `rebuild_body`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +38,7 @@ class TokenState:
     valid: torch.Tensor | None = None  # (B, N) bool, or None when every token is real
     n_extra: int = 0
     meta: dict[str, Any] = field(default_factory=dict)  # batch facts ops may need (e.g. dataset indices)
+    sources: torch.Tensor | None = None  # (B, N, P) patch membership, only while recording
 
     @classmethod
     def initial(cls, x: torch.Tensor, meta: dict[str, Any] | None = None) -> TokenState:
@@ -68,14 +75,33 @@ class TokenState:
     def with_x(self, x: torch.Tensor) -> TokenState:
         return replace(self, x=x)
 
+    def track_sources(self, patches: int) -> TokenState:
+        """This state with `sources` read from `pos`: each patch token stands for its own patch.
+
+        Exact only while no token stands for several patches, i.e. before any merge or fusion.
+        """
+        pos = self.pos
+        is_patch = (pos > 0).unsqueeze(-1)
+        one_hot = torch.nn.functional.one_hot((pos - 1).clamp(min=0), patches).to(torch.float32)
+        return replace(self, sources=one_hot * is_patch)
+
+    def map_sources(self, combine: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+        """`combine` applied to the body's sources, or None when they are not tracked (the usual case)."""
+        return None if self.sources is None else combine(self.body(self.sources))
+
     def rebuild_body(
         self,
         x: torch.Tensor,
         size: torch.Tensor,
         pos: torch.Tensor,
         valid: torch.Tensor | None = None,
+        sources: torch.Tensor | None = None,
     ) -> TokenState:
-        """A state whose body is replaced by the given tokens; CLS and extras are carried over."""
+        """A state whose body is replaced by the given tokens; CLS and extras are carried over.
+
+        When sources are tracked, an operation that combines tokens must pass the new body's `sources`;
+        without them they are read from `pos`, which only a selection of single patches allows.
+        """
         cls_slice = slice(0, 1)
         tail = slice(self.body_end, self.tokens)
 
@@ -88,13 +114,25 @@ class TokenState:
             head_valid = torch.ones(self.batch, 1, dtype=torch.bool, device=pos.device)
             tail_valid = torch.ones(self.batch, self.n_extra, dtype=torch.bool, device=pos.device)
             new_valid = join(head_valid, body_valid, tail_valid)
+        new_sources = None
+        if self.sources is not None:
+            if sources is None:
+                sources = self._single_patch_sources(size, pos)
+            new_sources = join(self.sources[:, cls_slice], sources, self.sources[:, tail])
         return replace(
             self,
             x=join(self.x[:, cls_slice], x, self.x[:, tail]),
             size=join(self.size[:, cls_slice], size, self.size[:, tail]),
             pos=join(self.pos[:, cls_slice], pos, self.pos[:, tail]),
             valid=new_valid,
+            sources=new_sources,
         )
+
+    def _single_patch_sources(self, size: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if bool(((pos <= 0) | (size != 1)).any()):
+            raise ValueError("a body of merged or fused tokens was rebuilt without its sources; pass sources=")
+        patches = self.sources.shape[-1]
+        return torch.nn.functional.one_hot(pos - 1, patches).to(self.sources.dtype)
 
     def keep_body(self, index: torch.Tensor, valid: torch.Tensor | None = None) -> TokenState:
         """Keep the body tokens at `index` (B, K) — positions within the body — in that order."""
@@ -105,6 +143,7 @@ class TokenState:
             self.body(self.size).gather(1, index),
             self.body(self.pos).gather(1, index),
             valid,
+            self.map_sources(lambda sources: sources.gather(1, index.unsqueeze(-1).expand(-1, -1, sources.shape[-1]))),
         )
 
     def append_extras(self, tokens: torch.Tensor) -> TokenState:
@@ -115,6 +154,9 @@ class TokenState:
         valid = None
         if self.valid is not None:
             valid = torch.cat([self.valid, torch.ones_like(pos, dtype=torch.bool)], dim=1)
+        sources = None
+        if self.sources is not None:  # learnable tokens stand for no patch
+            sources = torch.cat([self.sources, self.sources.new_zeros(self.batch, n, self.sources.shape[-1])], dim=1)
         return replace(
             self,
             x=torch.cat([self.x, extra], dim=1),
@@ -122,6 +164,7 @@ class TokenState:
             pos=torch.cat([self.pos, pos], dim=1),
             valid=valid,
             n_extra=self.n_extra + n,
+            sources=sources,
         )
 
     def drop_extras(self) -> TokenState:
@@ -135,4 +178,5 @@ class TokenState:
             pos=self.pos[:, :end],
             valid=None if self.valid is None else self.valid[:, :end],
             n_extra=0,
+            sources=None if self.sources is None else self.sources[:, :end],
         )

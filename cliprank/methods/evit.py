@@ -73,10 +73,18 @@ def reorganize(
     fused_size = state.body(state.size).gather(1, rest).sum(dim=1, keepdim=True)
     fused_pos = torch.full_like(fused_size, FUSED, dtype=state.pos.dtype)
     kept_x = body_x.gather(1, top.unsqueeze(-1).expand(-1, -1, channels))
+
+    def kept_and_fused(sources: torch.Tensor) -> torch.Tensor:  # the fused token stands for every dropped patch
+        width = sources.shape[-1]
+        kept_rows = sources.gather(1, top.unsqueeze(-1).expand(-1, -1, width))
+        fused_row = sources.gather(1, rest.unsqueeze(-1).expand(-1, -1, width)).sum(dim=1, keepdim=True)
+        return torch.cat([kept_rows, fused_row], dim=1)
+
     return state.rebuild_body(
         torch.cat([kept_x, fused], dim=1),
         torch.cat([state.body(state.size).gather(1, top), fused_size], dim=1),
         torch.cat([state.body(state.pos).gather(1, top), fused_pos], dim=1),
+        sources=state.map_sources(kept_and_fused),
     )
 
 

@@ -106,21 +106,21 @@ def bipartite_merge(state: TokenState, metric: torch.Tensor, r: int) -> TokenSta
     size = state.body(state.size)
     weighted = state.body(state.x) * size.unsqueeze(-1)
     pos = state.body(state.pos)
-    channels = weighted.shape[-1]
 
     def pick(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if tensor.dim() == 3:
-            index = index.unsqueeze(-1).expand(-1, -1, channels)
+            index = index.unsqueeze(-1).expand(-1, -1, tensor.shape[-1])
         return tensor.gather(1, index)
 
     def merged(tensor: torch.Tensor) -> torch.Tensor:
         a, b = tensor[:, src_set], tensor[:, dst_set]
-        target = dst.unsqueeze(-1).expand(-1, -1, channels) if tensor.dim() == 3 else dst
+        target = dst.unsqueeze(-1).expand(-1, -1, tensor.shape[-1]) if tensor.dim() == 3 else dst
         return torch.cat([pick(a, stay), b.scatter_add(1, target, pick(a, src))], dim=1)
 
     new_weighted, new_size = merged(weighted), merged(size)
     new_pos = torch.cat([pick(pos[:, src_set], stay), pos[:, dst_set]], dim=1)
-    return state.rebuild_body(new_weighted / new_size.unsqueeze(-1), new_size, new_pos)
+    sources = state.map_sources(merged)  # a merged token stands for the patches of both
+    return state.rebuild_body(new_weighted / new_size.unsqueeze(-1), new_size, new_pos, sources=sources)
 
 
 def merge_op(r: int):

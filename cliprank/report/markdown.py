@@ -12,7 +12,7 @@ analytic GMACs, latency, memory) sits in a collapsed section below.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from cliprank.report import claims as claims_of
 from cliprank.report import grouping, significance
@@ -22,8 +22,12 @@ from cliprank.report.schema import Record, Report
 BLANK = ""
 
 
-def render_markdown(report: Report) -> str:
-    """The whole report as Markdown; identical records give identical text."""
+def render_markdown(report: Report, figures: Mapping[tuple[str, str, str], str] | None = None) -> str:
+    """The whole report as Markdown; identical records give identical text.
+
+    `figures` maps (model, pretrained, dataset) to the relative path of its patch maps, linked per model.
+    """
+    figures = figures or {}
     lines = ["# cliprank report", "", *_header(report)]
     models = grouping.by_model(report.records)
     level = "###" if len(models) > 1 else "##"
@@ -38,6 +42,13 @@ def render_markdown(report: Report) -> str:
         agreement = [r for r in records if r.ranking_agreement is not None]
         if agreement:
             lines += ["", f"{level} Ranking agreement with golden", "", *_agreement_table(agreement)]
+        shown = {
+            dataset: figures[(model, pretrained, dataset)]
+            for dataset in datasets
+            if (model, pretrained, dataset) in figures
+        }
+        if shown:
+            lines += ["", f"{level} What each method keeps", "", *_patch_maps(shown)]
         lines += ["", *_details(records)]
     if not report.records:
         lines += ["", "_No records yet._"]
@@ -157,6 +168,17 @@ def _agreement_table(records: list[Record]) -> list[str]:
             ]
         )
     return _table(["dataset", "method", "budget", "Kendall τ", "top-k overlap", "k"], rows, text=(0, 1))
+
+
+def _patch_maps(figures: Mapping[str, str]) -> list[str]:
+    lines = [
+        "A few images per dataset at the tightest budget: dropped patches greyed out, ToMe's merged groups one "
+        "colour each, EViT's fused token striped, beside the golden ranking and the predictor's scores "
+        "(`cliprank show` draws any image).",
+    ]
+    for dataset, path in figures.items():
+        lines += ["", f"**{dataset}**", "", f"[![what each method keeps on {dataset}]({path})]({path})"]
+    return lines
 
 
 def _details(records: list[Record]) -> list[str]:

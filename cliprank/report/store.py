@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cliprank.errors import CliprankError
+from cliprank.report.figures import patch_maps_file
 from cliprank.report.markdown import render_markdown
 from cliprank.report.schema import (
     Environment,
@@ -107,12 +108,18 @@ class ReportWriter:
 
         self.report.environment = self.environment
         save_report(self.report, self.json_path)
-        atomic_write_text(self.markdown_path, render_markdown(self.report))
+        atomic_write_text(self.markdown_path, render_markdown(self.report, self.patch_maps()))
         written = [self.json_path, self.markdown_path]
         if self.report.records:
             save_plot(self.report, self.plot_path)
             written.append(self.plot_path)
         return written
+
+    def patch_maps(self) -> dict[tuple[str, str, str], str]:
+        """The patch maps drawn into this folder, by (model, pretrained, dataset) of the records."""
+        triples = dict.fromkeys((r.model, r.pretrained, r.dataset) for r in self.report.records)
+        files = {triple: patch_maps_file(*triple) for triple in triples}
+        return {triple: name for triple, name in files.items() if (self.out_dir / name).is_file()}
 
     def _check_resumable(self, previous: Environment) -> None:
         changed = [
