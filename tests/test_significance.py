@@ -164,3 +164,20 @@ def test_compare_two_methods_inside_one_report(tmp_path, capsys):
     assert run_cli(["compare", str(path), "--methods", "tome,evit"]) == 2
     assert "no dataset and budget where both tome and evit" in capsys.readouterr().err
     assert run_cli(["compare", str(path), "--methods", "tome"]) == 2
+
+
+def test_the_regression_gate_says_whether_an_acc1_change_is_real():
+    from cliprank.report.compare import Tolerances, compare_reports, render_summary
+
+    base = significance_report()
+    new = significance_report()
+    for r in new.records:
+        if r.method == "tome":  # tome now gets two more images wrong on each dataset: beyond 0.5 points, but noise
+            correct = r.correct()
+            flipped = [i for i, value in enumerate(correct) if value][:2]
+            for i in flipped:
+                correct[i] = False
+            r.acc1_per_image, r.metrics["acc1"] = pack_bits(correct), sum(correct) / len(correct)
+    result = compare_reports(base, new, Tolerances(acc_points=0.5))
+    assert len(result.regressions) == 2 and all(not c.test.significant for c in result.regressions)
+    assert "within noise (p=0.5; 0 images gained, 2 lost)" in render_summary(result, "a", "b", Tolerances())

@@ -40,6 +40,7 @@ class Change:
     metric: str  # "acc1", "GMACs" or "img/s"
     base: float
     new: float
+    test: PairedTest | None = None  # for acc1 on the same images: the paired test of NEW against BASE
 
     @property
     def text(self) -> tuple[str, str, str]:
@@ -105,7 +106,7 @@ def _changes(base: Record, new: Record, tolerances: Tolerances) -> list[tuple[Ch
     found = []
     points = 100 * (new.acc1 - base.acc1)
     if abs(points) > tolerances.acc_points + EPSILON:
-        found.append((Change(new, "acc1", base.acc1, new.acc1), points < 0))
+        found.append((Change(new, "acc1", base.acc1, new.acc1, significance.record_test(new, base)), points < 0))
     if base.gmacs > 0:
         growth = new.gmacs / base.gmacs - 1
         if abs(growth) > tolerances.gmacs_relative + EPSILON:
@@ -152,8 +153,9 @@ def render_summary(result: Comparison, base_name: str, new_name: str, tolerances
 def _change_table(changes: list[Change]) -> list[str]:
     models = {(c.record.model, c.record.pretrained) for c in changes}
     lines = [
-        "| " + ("model | " if len(models) > 1 else "") + "dataset | method | budget | metric | base | new | change |",
-        "| " + ("--- | " if len(models) > 1 else "") + "--- | --- | ---: | --- | ---: | ---: | ---: |",
+        "| " + ("model | " if len(models) > 1 else "") + "dataset | method | budget | metric | base | new | change | "
+        "paired test |",
+        "| " + ("--- | " if len(models) > 1 else "") + "--- | --- | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for change in changes:
         r = change.record
@@ -161,8 +163,19 @@ def _change_table(changes: list[Change]) -> list[str]:
         budget = "—" if r.budget is None else f"{r.budget:g}"
         base, new, delta = change.text
         label = grouping.row_label(r).replace("|", "\\|")
-        lines.append(f"| {model}{r.dataset} | {label} | {budget} | {change.metric} | {base} | {new} | {delta} |")
+        lines.append(
+            f"| {model}{r.dataset} | {label} | {budget} | {change.metric} | {base} | {new} | {delta} | "
+            f"{_verdict(change.test)} |"
+        )
     return lines
+
+
+def _verdict(test: PairedTest | None) -> str:
+    """How a paired test on the same images reads an acc1 change: real, or within noise."""
+    if test is None:
+        return "—"
+    kind = "real" if test.significant else "within noise"
+    return f"{kind} (p={test.p_value:.2g}; {test.a_only} images gained, {test.b_only} lost)"
 
 
 # --- two methods inside one report -----------------------------------------------------------------------
