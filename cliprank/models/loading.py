@@ -28,8 +28,9 @@ import torch
 
 from cliprank.errors import CliprankError
 from cliprank.models import embedded
-from cliprank.models.arch import VisionArch, describe
+from cliprank.models.arch import VisionArch
 from cliprank.models.fingerprint import fingerprint_model
+from cliprank.models.towers import describe
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 RANDOM_INIT = "none"
