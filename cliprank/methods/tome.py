@@ -176,13 +176,13 @@ class ToMe(Method):
         return merges
 
     def schedule(self) -> Schedule:
-        body, attention, mlp, overhead = self.arch.patches, [], [], 0
+        body, attention, mlp, overhead, prefix = self.arch.patches, [], [], 0, self.arch.prefix_tokens
         for count in self.merges():
-            attention.append(float(1 + body))
+            attention.append(float(prefix + body))
             if count:
                 overhead += math.ceil(body / 2) * (body // 2) * self.arch.head_dim  # A·Bᵀ similarity
             body -= count
-            mlp.append(float(1 + body))
+            mlp.append(float(prefix + body))
         return Schedule(tuple(attention), tuple(mlp), overhead=float(overhead))
 
     def plan(self) -> Plan:
