@@ -40,7 +40,7 @@ towers.register()
 
 # family -> (adapter kind, prefix tokens, class token, pool, rotary, MLP weight matrices, projection)
 FEATURES = {
-    "siglip": ("timm-vit", 0, False, "map", False, 2, False),
+    "vit-map": ("timm-vit", 0, False, "map", False, 2, False),
     "eva02": ("timm-eva", 1, True, "tok", True, 3, True),
     "eva02-postnorm": ("timm-eva", 1, True, "tok", False, 2, True),
     "eva01": ("timm-eva", 1, True, "tok", False, 2, True),
@@ -158,7 +158,7 @@ def predictor_resources(arch) -> Resources:
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("family", ["siglip", "eva02", "pe-core", "pe-core-no-cls", "vit-gap"])
+@pytest.mark.parametrize("family", ["vit-map", "eva02", "pe-core", "pe-core-no-cls", "vit-gap"])
 def test_each_methods_declared_schedule_is_the_executed_one(models, family: str, method: str) -> None:
     model = models(family)
     resources = predictor_resources(model.arch) if method == "predictor" else None
@@ -174,7 +174,7 @@ def test_each_methods_declared_schedule_is_the_executed_one(models, family: str,
 
 
 def test_the_cls_free_score_is_resolved_recorded_and_labelled(models) -> None:
-    siglip, eva = models("siglip").arch, models("eva02").arch
+    siglip, eva = models("vit-map").arch, models("eva02").arch
     for name, knob in (("topk", {"keep": 0.5}), ("evit", {"keep": 0.7}), ("ats", {"K": 20})):
         without_cls = solve(name, siglip, knob, None).method
         assert without_cls.describe()["score"] == "received" and without_cls.label == CLS_FREE_LABEL
@@ -218,7 +218,7 @@ class KeepPatches(nn.Module):
         return (kept, self.keep) if self.with_indices else kept
 
 
-@pytest.mark.parametrize("family", [*ROTARY, "siglip"])
+@pytest.mark.parametrize("family", [*ROTARY, "vit-map"])
 def test_surviving_tokens_keep_their_position_embeddings_and_pooling(models, family: str) -> None:
     """timm's own patch-dropout path gathers each kept patch's rotary embedding (`apply_keep_indices_nlc`)
     and pools over the kept tokens; pruning the same patches, shuffled, before block 0 must agree."""
@@ -240,7 +240,7 @@ def test_surviving_tokens_keep_their_position_embeddings_and_pooling(models, fam
     assert not torch.allclose(got, unpruned, atol=1e-3)  # the pruning mattered
 
 
-@pytest.mark.parametrize("family", ["siglip", "pe-core"])
+@pytest.mark.parametrize("family", ["vit-map", "pe-core"])
 def test_the_attention_pool_weighs_a_token_as_the_patches_it_stands_for(models, family: str) -> None:
     model = models(family)
     prefix = model.arch.prefix_tokens
@@ -272,7 +272,7 @@ def test_states_without_a_prefix_reduce_the_whole_sequence() -> None:
 def test_search_and_golden_pruning_work_without_a_class_token(models, tmp_path, direction: str) -> None:
     """Golden pruning at the searched keep count reproduces the search's final similarity (forward starts
     from an empty set on a tower with no prefix token: that one point has no embedding)."""
-    model, batch = models("siglip"), images(models("siglip"), 2)
+    model, batch = models("vit-map"), images(models("vit-map"), 2)
     settings = SearchSettings(direction=direction)
     result, _ = search_batch(model.visual, model.arch, batch, settings)
     assert torch.equal(result.ranking.sort(dim=1).values, torch.arange(64).expand(2, -1))
@@ -308,7 +308,7 @@ def test_search_and_golden_pruning_work_without_a_class_token(models, tmp_path, 
 
 
 def test_the_predictor_scores_every_patch_when_there_is_no_class_token(models) -> None:
-    arch = models("siglip").arch
+    arch = models("vit-map").arch
     config = PredictorConfig.for_arch(arch)
     assert (config.tokens, config.prefix) == (64, 0)
     scores = RankingPredictor(config)(torch.randn(2, 64, arch.width))
@@ -320,7 +320,7 @@ def test_learned_tokens_are_pooled_by_an_attention_pool_and_costed(models) -> No
     from cliprank.tokens.io import LoadedTokens, TokensSet
     from cliprank.tokens.model import LearnedTokens, TokenConfig
 
-    model = models("siglip")
+    model = models("vit-map")
     base = solve("random", model.arch, {"keep": 0.5}, None).method
     tokens = LearnedTokens(TokenConfig(count=2, block=3, width=model.arch.width, depth=model.arch.depth))
     setup = {"method": "random", "values": dict(base.values)}
@@ -341,7 +341,7 @@ def test_learned_tokens_are_pooled_by_an_attention_pool_and_costed(models) -> No
 def test_profile_runs_every_attention_method_on_a_siglip_tower(tmp_path) -> None:
     _register_commands()
     out = tmp_path / "profile"
-    args = ["profile", "--model", towers.model_name("siglip"), "--pretrained", "none", "--images", "2"]
+    args = ["profile", "--model", towers.model_name("vit-map"), "--pretrained", "none", "--images", "2"]
     args += ["--method", "random,topk,evit,ats,tome", "--budget", "0.7", "--batch-size", "2", "--repeats", "1"]
     result = CliRunner().invoke(app, [*args, "--warmup", "0", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -359,11 +359,11 @@ def test_profile_runs_every_attention_method_on_a_siglip_tower(tmp_path) -> None
 def test_search_command_runs_on_a_siglip_tower(tmp_path) -> None:
     _register_commands()
     rankings = tmp_path / "faces.rankings"
-    args = ["search", "--model", towers.model_name("siglip"), "--pretrained", "none", "--dataset", "faces"]
+    args = ["search", "--model", towers.model_name("vit-map"), "--pretrained", "none", "--dataset", "faces"]
     result = CliRunner().invoke(app, [*args, "--split", "test", "--limit", "3", "--out", str(rankings)])
     assert result.exit_code == 0, result.output
     stored = Rankings.load(rankings)
-    assert stored.ranking.shape == (3, 64) and stored.meta.model == towers.model_name("siglip")
+    assert stored.ranking.shape == (3, 64) and stored.meta.model == towers.model_name("vit-map")
 
 
 def test_models_command_lists_timm_towers_and_says_why_others_are_refused(monkeypatch) -> None:
@@ -407,3 +407,24 @@ def test_the_siglip_paper_recipe_prunes_forty_percent_and_holds_every_method_to_
         solved = solve(spec, arch, {}, None if spec == "none" else budget, resources)
         assert solved.fraction <= budget + 1e-9 or spec == "none"
         assert solved.method.label == (CLS_FREE_LABEL if spec in ("evit", "topk") else "")
+
+
+def test_evaluate_labels_cls_free_rows_in_every_report(tmp_path) -> None:
+    from cli_runner import run_cli
+
+    from cliprank.report.schema import load_report
+
+    out = tmp_path / "run"
+    args = ["evaluate", "--model", towers.model_name("vit-map"), "--pretrained", "none", "--dataset", "faces"]
+    args += ["--method", "none,topk,evit,tome", "--budget", "0.7", "--limit", "6", "--no-speed", "--out", str(out)]
+    assert run_cli(args) == 0
+    records = {record.method: record for record in load_report(out / "report.json").records}
+    assert {name: records[name].method_label for name in records} == {
+        "none": "",
+        "topk": CLS_FREE_LABEL,
+        "evit": CLS_FREE_LABEL,
+        "tome": "",
+    }
+    assert records["topk"].params["score"] == "received"
+    assert all(records[name].gmacs_fraction <= 0.7 + 1e-9 for name in ("topk", "evit", "tome"))
+    assert "topk (CLS-free score)" in (out / "report.md").read_text()

@@ -25,7 +25,7 @@ TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "lay
 
 # family -> (timm architecture, its overrides, open_clip's timm_pool, timm_proj)
 FAMILIES = {
-    "siglip": ("vit_base_patch16_siglip_224", {}, "map", "none"),
+    "vit-map": ("vit_base_patch16_siglip_224", {}, "map", "none"),  # SigLIP's architecture
     "eva02": ("eva02_base_patch16_clip_224", {"ref_feat_shape": (8, 8)}, "token", None),
     "eva02-postnorm": ("eva02_enormous_patch14_clip_224", {}, "token", None),
     "eva01": ("eva_giant_patch14_224", {}, "token", None),
@@ -41,6 +41,7 @@ FAMILIES = {
 
 
 def model_name(family: str) -> str:
+    """The config name (open_clip would give any name containing "siglip" SigLIP's Hugging Face tokenizer)."""
     return f"cliprank-test-{family}"
 
 
