@@ -303,7 +303,7 @@ def test_search_and_golden_pruning_work_without_a_class_token(models, tmp_path, 
         pruned = encode(model.visual, batch, method.plan(), meta_batch, trace=trace)
         full = encode(model.visual, batch, Plan.identity(model.arch.depth))
     final = torch.stack([row[~row.isnan()][-1] for row in result.trajectory])
-    assert torch.allclose(F.cosine_similarity(pruned, full), final, atol=1e-5)
+    assert torch.allclose(F.cosine_similarity(pruned, full).double(), final, atol=1e-5)
     assert trace.schedule() == list(zip(method.schedule().attention, method.schedule().mlp))
 
 
@@ -428,3 +428,40 @@ def test_evaluate_labels_cls_free_rows_in_every_report(tmp_path) -> None:
     assert records["topk"].params["score"] == "received"
     assert all(records[name].gmacs_fraction <= 0.7 + 1e-9 for name in ("topk", "evit", "tome"))
     assert "topk (CLS-free score)" in (out / "report.md").read_text()
+
+
+def official_matching_without_class_token(metric: torch.Tensor, r: int):
+    """facebookresearch/ToMe af95e4b, tome/merge.py `bipartite_soft_matching` with class_token=False:
+    protected = 0, so r = min(r, t // 2) and no row of the scores is masked; a, b = ::2, 1::2."""
+    r = min(r, metric.shape[1] // 2)
+    metric = metric / metric.norm(dim=-1, keepdim=True)
+    a, b = metric[..., ::2, :], metric[..., 1::2, :]
+    node_max, node_idx = (a @ b.transpose(-1, -2)).max(dim=-1)
+    edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]
+    unm_idx, src_idx = edge_idx[..., r:, :].sort(dim=1)[0], edge_idx[..., :r, :]
+    dst_idx = node_idx[..., None].gather(dim=-2, index=src_idx)
+
+    def merge(x: torch.Tensor) -> torch.Tensor:
+        src, dst = x[..., ::2, :], x[..., 1::2, :]
+        n, t1, c = src.shape
+        unm = src.gather(dim=-2, index=unm_idx.expand(n, t1 - r, c))
+        src = src.gather(dim=-2, index=src_idx.expand(n, r, c))
+        return torch.cat([unm, dst.scatter_reduce(-2, dst_idx.expand(n, r, c), src, reduce="sum")], dim=1)
+
+    return merge
+
+
+@pytest.mark.parametrize("tokens", [9, 10])
+def test_tome_without_a_class_token_splits_the_sequence_as_the_official_code(tokens: int) -> None:
+    from cliprank.methods.tome import bipartite_merge
+
+    generator = torch.Generator().manual_seed(tokens)
+    x, keys = torch.randn(2, tokens, 6, generator=generator), torch.randn(2, tokens, 4, generator=generator)
+    size = torch.rand(2, tokens, 1, generator=generator) + 0.5
+    merge = official_matching_without_class_token(keys, 3)
+    expected = merge(x * size) / merge(size)
+    state = TokenState.initial(x, n_prefix=0)
+    state.size = size[..., 0]
+    merged = bipartite_merge(state, keys, 3)
+    assert torch.allclose(merged.x, expected, atol=1e-6)
+    assert torch.allclose(merged.size, merge(size)[..., 0])
