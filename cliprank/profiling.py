@@ -111,6 +111,11 @@ class ProfileRow:
     throughput: Timing | None = None  # set by `time_rows`, which times all rows together
     latency_ms: float | None = None  # median at batch 1
 
+    @property
+    def title(self) -> str:
+        """The spec, and the method's label when it has one (e.g. "topk (CLS-free score)")."""
+        return f"{self.spec} ({self.label})" if self.label else self.spec
+
 
 @dataclass
 class ProfileResult:
@@ -553,8 +558,9 @@ def to_markdown(result: ProfileResult) -> str:
     for row, record in zip(result.rows, data["rows"], strict=True):
         gm, sp = record["gmacs"], record["speedup"]
         flag = " ⚠" if gm["flagged"] else ""
+        budget = "-" if row.budget is None else row.budget
         lines.append(
-            f"| {row.spec} | {'-' if row.budget is None else row.budget} | {format_number(gm['counted'], '.3f')}{flag} "
+            f"| {row.title} | {budget} | {format_number(gm['counted'], '.3f')}{flag} "
             f"| {gm['analytic']:.3f} | {format_number(gm['disagreement'], '.2%')} | {record['gmacs_fraction']:.3f} "
             f"| {row.tower_parameters:,} | {row.method_parameters:,} | {row.throughput.images_per_second:.1f} "
             f"| {sp['measured']:.2f}× ({sp['ideal_from_gmacs']:.2f}×) | {row.latency_ms:.1f} "
@@ -565,7 +571,7 @@ def to_markdown(result: ProfileResult) -> str:
     for row in result.rows:
         knobs = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
         lines.append(
-            f"| {row.spec} | {'-' if row.budget is None else row.budget} | {knobs} "
+            f"| {row.title} | {'-' if row.budget is None else row.budget} | {knobs} "
             f"| {compact_schedule([a for a, _ in row.executed])} | {compact_schedule([m for _, m in row.executed])} "
             f"| {row.schedule_check} |"
         )

@@ -197,7 +197,9 @@ def planted_data(n: int, seed: int) -> TrainingData:
 
 def train_planted(folder: Path, dist: Distributed) -> dict[str, dict]:
     """Both losses on 49 rows in global batches of 16: the last batch has 1 row, so rank 0's slice is empty."""
-    model = SimpleNamespace(arch=SimpleNamespace(tokens=17, width=8), fingerprint="planted", device="cpu")
+    model = SimpleNamespace(
+        arch=SimpleNamespace(tokens=17, width=8, prefix_tokens=1), fingerprint="planted", device="cpu"
+    )
     results = {}
     for loss in ("kl", "margin"):
         settings = TrainSettings(loss=loss, epochs=3, batch_size=16, lr=3e-3, dim=8, channel_hidden=16, pairs=32)

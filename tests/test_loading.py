@@ -18,12 +18,31 @@ def test_unknown_model_names_close_matches() -> None:
         load_model("ViT-B-61", "none")
 
 
-@pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "PE-Core-B-16", "RN50", "coca_ViT-B-32"])
-def test_towers_without_a_class_token_are_refused(name: str) -> None:
+REFUSED = {
+    "RN50": "ResNet",
+    "convnext_base": "ConvNeXt",
+    "MobileCLIP-S1": "FastViT",
+    "ViTamin-S": "convolutional stem",
+    "swin_base_patch4_window7_224": "windowed attention",
+    "vit_relpos_medium_patch16_cls_224": "relative position bias",
+    "coca_ViT-B-32": "CoCa",
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_towers_without_tokens_to_prune_are_refused_in_one_line_with_the_reason(name: str) -> None:
     if open_clip.get_model_config(name) is None:
         pytest.fail(f"open_clip no longer ships {name}; pick another model of that family for this test")
-    with pytest.raises(CliprankError, match="supports|ViT|plain CLIP"):
+    with pytest.raises(CliprankError, match=f"model '{name}' is not supported: .*{REFUSED[name]}") as error:
         check_model_name(name)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["ViT-B-16", "ViT-B-16-SigLIP", "ViT-SO400M-14-SigLIP2-378", "EVA02-L-14", "PE-Core-B-16"]
+)
+def test_vit_towers_of_open_clip_and_timm_are_accepted(name: str) -> None:
+    assert check_model_name(name)["vision_cfg"]
 
 
 def test_random_init_is_seeded(tiny) -> None:

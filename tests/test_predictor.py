@@ -152,7 +152,7 @@ class _Model:
     def __init__(self, tokens: int, width: int):
         from types import SimpleNamespace
 
-        self.arch = SimpleNamespace(tokens=tokens, width=width)
+        self.arch = SimpleNamespace(tokens=tokens, width=width, prefix_tokens=1)
         self.fingerprint = "planted"
         self.device = torch.device("cpu")
 

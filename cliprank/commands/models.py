@@ -22,21 +22,26 @@ def list_methods() -> None:
 
 @app.command("models")
 def list_models() -> None:
-    """List the open_clip models cliprank can prune (ViTs with a class token) and their tags."""
+    """List the open_clip models cliprank can prune (ViT towers, open_clip or timm) and their tags, then the rest."""
     import open_clip
+    from rich.progress import track
 
-    from cliprank.errors import CliprankError
-    from cliprank.models.loading import check_model_name, known_models
+    from cliprank.models.loading import known_models, vision_refusal
 
-    table = Table("model", "pretrained tags")
-    for name in known_models():
-        try:
-            check_model_name(name)
-        except CliprankError:
+    console = Console()
+    names = known_models()
+    checking = track(names, description="checking vision towers", console=console, transient=True)
+    refusals = {name: vision_refusal(name) for name in checking}
+    table = Table("model", "pretrained tags", title=f"{sum(r is None for r in refusals.values())} supported")
+    refused = Table("model", "why not", title=f"{sum(r is not None for r in refusals.values())} not supported")
+    for name, reason in refusals.items():
+        if reason:
+            refused.add_row(name, reason)
             continue
         tags = open_clip.list_pretrained_tags_by_model(name)
         table.add_row(name, ", ".join(tags) if tags else ("embedded" if name == "cliprank-tiny" else "-"))
-    Console().print(table)
+    console.print(table)
+    console.print(refused)
 
 
 @app.command("datasets")

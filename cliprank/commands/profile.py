@@ -31,7 +31,7 @@ def render(result: ProfileResult) -> list[Table]:
         budget = "-" if row.budget is None else f"{row.budget:g}"
         counted = None if row.cost.counted is None else row.cost.counted / 1e9
         cost.add_row(
-            row.spec,
+            row.title,
             budget,
             format_number(counted, ".3f") + (" [bold red]⚠[/]" if row.cost.flagged else ""),
             f"{row.cost.analytic / 1e9:.3f}",
@@ -40,7 +40,7 @@ def render(result: ProfileResult) -> list[Table]:
             row.schedule_check,
         )
         speed.add_row(
-            row.spec,
+            row.title,
             budget,
             f"{(row.tower_parameters + row.method_parameters) / 1e6:.2f}M",
             f"{row.throughput.images_per_second:.1f}",

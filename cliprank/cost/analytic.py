@@ -3,11 +3,19 @@
 Convention (fvcore's, and ViT papers'): one multiply-add = one MAC, image tower only. Per block with
 N tokens in attention and N' after a reduction between attention and MLP, width C, MLP width M:
 
-    4·N·C²  (qkv + output projections)  +  2·N²·C  (QKᵀ and AV)  +  2·N'·C·M  (MLP)
+    4·N·C²  (qkv + output projections)  +  2·N²·C  (QKᵀ and AV)  +  m·N'·C·M  (MLP)
 
-plus the patch embedding (P·C·3·ph·pw) and the final projection (C·D). LayerNorm, softmax, GELU and
-residual adds are ignored. A method's own arithmetic (CLS-attention rows, matching, a predictor)
-is added as `overhead`, so a method is never cheaper on paper than in fact.
+where m = 2 weight matrices for a plain MLP and 3 for a gated one (SwiGLU: two input branches of
+width M and the output), plus the patch embedding (P·C·3·ph·pw) and the head. The head is the final
+projection (C·D) when the tower has one, and for towers with an attention-pool ("MAP") head, that
+head on the N_p tokens it reads (the last block's output, less the prefix when it skips it):
+
+    C² (latent query) + 2·N_p·C² (keys, values) + 2·N_p·C (one query's QKᵀ and AV) + C² (output)
+    + 2·C·M_p (its MLP)
+
+LayerNorm, softmax, activations, residual adds and rotary position embeddings (a few multiplies per
+query and key element, ~0.1% of a block) are ignored. A method's own arithmetic (attention rows,
+matching, a predictor) is added as `overhead`, so a method is never cheaper on paper than in fact.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from cliprank.models.arch import VisionArch
 
 @dataclass(frozen=True)
 class Schedule:
-    """Tokens entering each block's attention and MLP (CLS and extra tokens included).
+    """Tokens entering each block's attention and MLP (prefix and extra tokens included).
 
     For input-adaptive methods these are the per-block means over images; the MACs are the mean of
     per-image MACs (computed from the per-image counts), not the MACs of the mean counts.
@@ -38,20 +46,30 @@ class Schedule:
 
 def block_macs(arch: VisionArch, n_attention: float | torch.Tensor, n_mlp: float | torch.Tensor):
     c = arch.width
-    return 4 * n_attention * c * c + 2 * n_attention * n_attention * c + 2 * n_mlp * c * arch.mlp_width
+    return 4 * n_attention * c * c + 2 * n_attention * n_attention * c + arch.mlp_matrices * n_mlp * c * arch.mlp_width
 
 
 def stem_macs(arch: VisionArch) -> float:
-    """Patch embedding plus the final projection of the pooled token."""
+    """Patch embedding plus the final projection of the pooled embedding (token-count independent)."""
     ph, pw = arch.patch_size
-    return arch.patches * arch.width * 3 * ph * pw + arch.width * arch.output_dim
+    projection = arch.width * arch.output_dim if arch.projection else 0
+    return arch.patches * arch.width * 3 * ph * pw + projection
+
+
+def pool_macs(arch: VisionArch, n_final: float | torch.Tensor):
+    """The attention-pool head on the tokens leaving the last block (0 for class-token or mean pooling)."""
+    if arch.pool != "map":
+        return 0
+    c = arch.width
+    pooled = n_final if arch.pool_prefix else n_final - arch.prefix_tokens
+    return 2 * c * c + 2 * pooled * c * c + 2 * pooled * c + 2 * c * arch.pool_mlp_width
 
 
 def schedule_macs(arch: VisionArch, schedule: Schedule) -> float:
     if schedule.macs is not None:
         return schedule.macs
     blocks = sum(block_macs(arch, a, m) for a, m in zip(schedule.attention, schedule.mlp))
-    return float(stem_macs(arch) + blocks + schedule.overhead)
+    return float(stem_macs(arch) + blocks + pool_macs(arch, schedule.mlp[-1]) + schedule.overhead)
 
 
 def per_image_macs(
@@ -61,7 +79,7 @@ def per_image_macs(
     total = torch.as_tensor(stem_macs(arch), dtype=torch.float64) + torch.as_tensor(overhead, dtype=torch.float64)
     for a, m in zip(attention, mlp):
         total = total + block_macs(arch, a.double(), m.double())
-    return total
+    return total + pool_macs(arch, mlp[-1].double())
 
 
 def full_schedule(arch: VisionArch, extra_tokens: int = 0) -> Schedule:

@@ -1,8 +1,8 @@
 """The reduced vision forward: a plan of per-block operations applied to a token state."""
 
 from cliprank.engine.context import LayerContext, Stage, Trace
-from cliprank.engine.forward import ReducedVisual, embed, encode, pool, run_blocks
-from cliprank.engine.plan import CLS_ATTENTION, KEYS, VALUE_NORMS, LayerPlan, Op, Plan
+from cliprank.engine.forward import ReducedVisual, embed, encode, pool, resume, run_blocks
+from cliprank.engine.plan import CLS_ATTENTION, KEYS, RECEIVED_ATTENTION, VALUE_NORMS, LayerPlan, Op, Plan
 from cliprank.engine.state import FUSED, LEARNABLE, TokenState
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "FUSED",
     "KEYS",
     "LEARNABLE",
+    "RECEIVED_ATTENTION",
     "VALUE_NORMS",
     "LayerContext",
     "LayerPlan",
@@ -22,5 +23,6 @@ __all__ = [
     "embed",
     "encode",
     "pool",
+    "resume",
     "run_blocks",
 ]

@@ -1,21 +1,26 @@
-"""Self-attention of one open_clip block, computed from its own parameters.
+"""Self-attention of one block on per-head queries, keys and values, with the by-products methods read.
 
-open_clip never returns attention weights (`need_weights=False`), and its layouts differ across
-versions (sequence-first blocks up to 2.24, batch-first `nn.MultiheadAttention` later, a custom
-SDPA `Attention` after 3.3). All of them keep `in_proj_weight`, `in_proj_bias` and `out_proj`, so
-cliprank computes attention itself, batch-first, from those: one code path for every layout, the
-same arithmetic as open_clip (fused qkv projection + scaled_dot_product_attention), plus the
-by-products a reduction method asks for — the class token's attention row, head-averaged keys,
-value norms — at the marginal cost of that by-product only.
+Neither open_clip nor timm returns attention weights, and their modules differ (fused or separate
+projections, q/k norms, rotary embeddings). The tower adapter (`cliprank.models.towers`) turns a
+block's input into per-head q, k, v with the block's own parameters; this module does the part
+every tower shares — scaled dot-product attention, the same arithmetic as the towers' fused path —
+plus the by-products a reduction method asks for, at the marginal cost of that by-product only:
+
+- CLS_ATTENTION: the class token's softmax row, one extra query (N·C MACs);
+- RECEIVED_ATTENTION: the attention each token receives, averaged over heads and real queries — the
+  CLS-free importance score. It needs the full attention matrix, so blocks that ask for it compute
+  attention explicitly (softmax(QKᵀ)·V, the same MACs as the fused kernel) instead of calling it;
+- KEYS: keys averaged over heads (ToMe's metric), before any rotary embedding, so the similarity of
+  two tokens is that of their content and not of their positions;
+- VALUE_NORMS: the norm of each token's value vector over all heads (ATS).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from cliprank.engine.plan import CLS_ATTENTION, KEYS, VALUE_NORMS
+from cliprank.engine.plan import CLS_ATTENTION, KEYS, RECEIVED_ATTENTION, VALUE_NORMS
 
 
 def attention_bias(size: torch.Tensor | None, valid: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -29,37 +34,47 @@ def attention_bias(size: torch.Tensor | None, valid: torch.Tensor | None, dtype:
     return None if bias is None else bias[:, None, None, :]
 
 
+def received_attention(weights: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """(B, N): mean over heads and real queries of the attention each key receives (sums to 1 per image)."""
+    per_query = weights.mean(dim=1)  # (B, N queries, N keys)
+    if valid is None:
+        return per_query.mean(dim=1)
+    queries = valid.to(per_query.dtype).unsqueeze(-1)
+    return (per_query * queries).sum(dim=1) / queries.sum(dim=1).clamp_min(1.0)
+
+
 def attend(
-    module: nn.Module,
-    x: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
     bias: torch.Tensor | None = None,
     needs: frozenset[str] = frozenset(),
+    valid: torch.Tensor | None = None,
+    content_keys: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Attention output (B, N, C) of `module` on batch-first `x`, and the requested by-products."""
-    batch, tokens, width = x.shape
-    heads = module.num_heads
-    head_dim = width // heads
-    qkv = F.linear(x, module.in_proj_weight, module.in_proj_bias)
-    q, k, v = (t.reshape(batch, tokens, heads, head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
-    q = getattr(module, "ln_q", nn.Identity())(q)
-    k = getattr(module, "ln_k", nn.Identity())(k)
+    """Attention output (B, H, N, d) of per-head q, k, v (B, H, N, d), and the requested by-products.
 
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-
+    `valid` (B, N) marks real tokens when a batch is padded; `content_keys` are the keys before rotary
+    position embeddings (default: `k`), which KEYS averages.
+    """
+    batch, heads, tokens, head_dim = q.shape
     by_products: dict[str, torch.Tensor] = {}
+    if RECEIVED_ATTENTION in needs:
+        logits = (q * head_dim**-0.5) @ k.transpose(-2, -1)
+        if bias is not None:
+            logits = logits + bias
+        weights = logits.softmax(dim=-1)
+        out = weights @ v
+        by_products[RECEIVED_ATTENTION] = received_attention(weights, valid)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     if CLS_ATTENTION in needs:
         logits = (q[:, :, :1] @ k.transpose(-2, -1)) * head_dim**-0.5
         if bias is not None:
             logits = logits + bias
         by_products[CLS_ATTENTION] = logits.softmax(dim=-1)[:, :, 0]
     if KEYS in needs:
-        by_products[KEYS] = k.mean(dim=1)
+        by_products[KEYS] = (k if content_keys is None else content_keys).mean(dim=1)
     if VALUE_NORMS in needs:
-        by_products[VALUE_NORMS] = v.transpose(1, 2).reshape(batch, tokens, width).norm(dim=-1)
-
-    head_scale = getattr(module, "head_scale", None)
-    if head_scale is not None:
-        out = out * head_scale
-    out = out.transpose(1, 2).reshape(batch, tokens, width)
-    out = getattr(module, "ln_inner", nn.Identity())(out)
-    return module.out_proj(out), by_products
+        by_products[VALUE_NORMS] = v.transpose(1, 2).reshape(batch, tokens, heads * v.shape[-1]).norm(dim=-1)
+    return out, by_products

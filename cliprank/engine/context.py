@@ -86,5 +86,6 @@ class LayerContext:
     patches: int
     trace: Trace
     cls_attention: torch.Tensor | None = None
+    received_attention: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     value_norms: torch.Tensor | None = None

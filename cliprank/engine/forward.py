@@ -1,7 +1,9 @@
-"""The reduced forward of an open_clip vision tower, driven by a Plan.
+"""The reduced forward of a vision tower, driven by a Plan.
 
 A keep-everything plan reproduces `model.encode_image`; every reduction is an operation in the
-plan, so the engine knows no method by name. The forward is split into `embed`, `run_blocks` and
+plan, so the engine knows no method by name. The tower's own pieces (embedding, per-block q/k/v and
+residual updates, rotary embeddings, pooling head) come from its adapter (`cliprank.models.towers`),
+so the engine knows no tower by name either. The forward is split into `embed`, `run_blocks` and
 `pool` so that search and training can run the blocks before the pruning layer once and reuse them.
 """
 
@@ -15,18 +17,26 @@ import torch.nn as nn
 
 from cliprank.engine.attention import attend, attention_bias
 from cliprank.engine.context import LayerContext, Trace
-from cliprank.engine.plan import Op, Plan
+from cliprank.engine.plan import LayerPlan, Op, Plan
 from cliprank.engine.state import TokenState
+from cliprank.models.towers import Block, PoolInput, Tower, tower_for
 
 
 def embed(visual: nn.Module, images: torch.Tensor, meta: dict[str, Any] | None = None) -> TokenState:
-    """Patch embedding, class token, positions and ln_pre: the tokens entering block 0."""
-    x = visual.conv1(images.to(visual.conv1.weight.dtype))
-    x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
-    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-    x = visual.ln_pre(x)
-    return TokenState.initial(x, meta)
+    """Patch embedding, prefix tokens, positions and pre-norm: the tokens entering block 0."""
+    tower = tower_for(visual)
+    return TokenState.initial(tower.embed(images), meta, n_prefix=tower.arch.prefix_tokens)
+
+
+def resume(
+    visual: nn.Module, x: torch.Tensor, meta: dict[str, Any] | None = None, patches: torch.Tensor | None = None
+) -> TokenState:
+    """The state of tokens `x` saved from a keep-everything forward: the tower's prefix, then patches.
+
+    `patches` (B, K) names the patch each body token is when only some were kept (default: all of
+    them, in grid order) — rotary embeddings depend on it.
+    """
+    return TokenState.initial(x, meta, n_prefix=tower_for(visual).arch.prefix_tokens, patches=patches)
 
 
 def apply(ops: Sequence[Op], state: TokenState, context: LayerContext, before_block: bool) -> TokenState:
@@ -38,18 +48,22 @@ def apply(ops: Sequence[Op], state: TokenState, context: LayerContext, before_bl
     return state
 
 
-def run_block(block: nn.Module, state: TokenState, layer, context: LayerContext) -> TokenState:
+def run_block(tower: Tower, block: Block, state: TokenState, layer: LayerPlan, context: LayerContext) -> TokenState:
     state = apply(layer.before, state, context, before_block=True)
     context.trace.attention_tokens.append(state.counts())
     bias = attention_bias(state.size if layer.proportional else None, state.valid, state.x.dtype)
-    attended, by_products = attend(block.attn, block.ln_1(state.x), bias, layer.needs)
-    attended = getattr(block, "ln_attn", nn.Identity())(attended)
-    state = state.with_x(state.x + block.ls_1(attended))
+    q, k, v = block.qkv(state.x)
+    content_keys = k
+    rotary = tower.rotary(state.pos)
+    if rotary is not None:
+        q, k = block.rotate(q, rotary), block.rotate(k, rotary)
+    out, by_products = attend(q, k, v, bias, layer.needs, state.valid, content_keys)
+    state = state.with_x(state.x + block.attention_update(out))
     for name, value in by_products.items():
         setattr(context, name, value)
     state = apply(layer.after_attention, state, context, before_block=False)
     context.trace.mlp_tokens.append(state.counts())
-    return state.with_x(state.x + block.ls_2(block.mlp(block.ln_2(state.x))))
+    return state.with_x(state.x + block.mlp_update(state.x))
 
 
 def run_blocks(
@@ -61,38 +75,29 @@ def run_blocks(
     trace: Trace | None = None,
 ) -> TokenState:
     """Run blocks start..stop-1 of the tower under `plan` (stop=None: to the end)."""
-    blocks = visual.transformer.resblocks
+    tower = tower_for(visual)
+    blocks = tower.blocks()
     stop = len(blocks) if stop is None else stop
     trace = trace if trace is not None else Trace()
-    patches = visual.grid_size[0] * visual.grid_size[1]
     if trace.stages is not None and state.sources is None:
-        state = state.track_sources(patches)
+        state = state.track_sources(tower.arch.patches)
     for index in range(start, stop):
-        context = LayerContext(index=index, patches=patches, trace=trace)
-        state = run_block(blocks[index], state, plan.layers[index], context)
+        context = LayerContext(index=index, patches=tower.arch.patches, trace=trace)
+        state = run_block(tower, blocks[index], state, plan.layers[index], context)
     return state
 
 
 def pool(visual: nn.Module, state: TokenState) -> torch.Tensor:
-    """open_clip's pooling and projection, on whatever tokens survived.
+    """The tower's pooling head and projection, on whatever tokens survived.
 
-    LayerNorm acts per token, so normalising before or after picking the class token is the same.
+    Each token counts as the patches it stands for: a size-weighted mean for mean pooling, a log-size
+    logits bias for an attention-pool head (what proportional attention does in the blocks); padding
+    counts zero.
     """
-    if visual.pool_type == "tok":
-        pooled = visual.ln_post(state.x[:, 0])
-    else:  # "avg": size-weighted mean over real body tokens; open_clip's plain mean when nothing is reduced
-        state = state.drop_extras()
-        weight = state.body(state.size)
-        if state.valid is not None:
-            weight = weight * state.body(state.valid)
-        after_pool = getattr(visual, "final_ln_after_pool", False)
-        tokens = state.body(state.x) if after_pool else visual.ln_post(state.body(state.x))
-        pooled = (tokens * weight.unsqueeze(-1)).sum(1) / weight.sum(1, keepdim=True)
-        if after_pool:
-            pooled = visual.ln_post(pooled)
-    if visual.proj is not None:
-        pooled = pooled @ visual.proj
-    return pooled
+    weight = state.size if state.valid is None else state.size * state.valid
+    bias = attention_bias(state.size, state.valid, state.x.dtype)
+    tokens = PoolInput(x=state.x, weight=weight, bias=bias, n_prefix=state.n_prefix, n_extra=state.n_extra)
+    return tower_for(visual).pool(tokens)
 
 
 def encode(

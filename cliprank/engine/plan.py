@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 Op = Callable[["TokenState", "LayerContext"], "TokenState"]
 
 CLS_ATTENTION = "cls_attention"  # (B, H, N): softmax row of the class token over all keys
+RECEIVED_ATTENTION = "received_attention"  # (B, N): attention each token receives, mean over heads and queries
 KEYS = "keys"  # (B, N, head_dim): keys averaged over heads (ToMe's similarity metric)
 VALUE_NORMS = "value_norms"  # (B, N): L2 norm of each token's value vector over all heads (ATS)
-BY_PRODUCTS = frozenset({CLS_ATTENTION, KEYS, VALUE_NORMS})
+BY_PRODUCTS = frozenset({CLS_ATTENTION, RECEIVED_ATTENTION, KEYS, VALUE_NORMS})
 
 
 @dataclass(frozen=True)

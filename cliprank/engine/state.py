@@ -1,20 +1,23 @@
 """The token state a reduced forward carries from block to block.
 
-Layout of `x` along the token axis: ``[CLS, body..., extras]``.
-- CLS is always token 0 and is never removed.
+Layout of `x` along the token axis: ``[prefix..., body..., extras]``.
+- The prefix holds the tower's own protected tokens: the class token, and register tokens where a
+  tower has them — `n_prefix` of them, 0 for towers without a class token (SigLIP). They are never
+  removed.
 - The body holds patch tokens, and tokens standing for several patches (merged by ToMe, fused by
   EViT). Reduction methods act on the body only.
-- Extras are learnable tokens appended by `add-tokens`; they are protected like CLS.
+- Extras are learnable tokens appended by `add-tokens`; they are protected like the prefix.
 
 `size` counts how many original patches a token stands for (ToMe's weighted merges and proportional
-attention use it); `pos` records where a token came from (0 = CLS, 1..P = patch index + 1, FUSED or
-LEARNABLE otherwise) so rankings can be read back in original patch order. `valid` marks real tokens
-when images in one batch keep different numbers of tokens (input-adaptive methods); it is None for
-rectangular batches, which is the fast path.
+attention use it); `pos` records where a token came from (0 = a prefix token, 1..P = patch index + 1,
+FUSED or LEARNABLE otherwise) so rankings can be read back in original patch order and rotary
+position embeddings follow the tokens that survive. `valid` marks real tokens when images in one
+batch keep different numbers of tokens (input-adaptive methods); it is None for rectangular batches,
+which is the fast path.
 
 `sources` (B, N, P), tracked only when a forward is recorded for display (`track_sources`), says which
 original patches each token stands for: row n of a patch token is one-hot, a merged or fused token's row
-covers all its patches, CLS and learnable rows are empty. Selections carry it along by themselves; an
+covers all its patches, prefix and learnable rows are empty. Selections carry it along by themselves; an
 operation that combines tokens passes the combined rows to `rebuild_body`.
 """
 
@@ -37,15 +40,30 @@ class TokenState:
     pos: torch.Tensor  # (B, N) long
     valid: torch.Tensor | None = None  # (B, N) bool, or None when every token is real
     n_extra: int = 0
+    n_prefix: int = 1
     meta: dict[str, Any] = field(default_factory=dict)  # batch facts ops may need (e.g. dataset indices)
     sources: torch.Tensor | None = None  # (B, N, P) patch membership, only while recording
 
     @classmethod
-    def initial(cls, x: torch.Tensor, meta: dict[str, Any] | None = None) -> TokenState:
+    def initial(
+        cls,
+        x: torch.Tensor,
+        meta: dict[str, Any] | None = None,
+        n_prefix: int = 1,
+        patches: torch.Tensor | None = None,
+    ) -> TokenState:
+        """The state of `n_prefix` prefix tokens followed by patch tokens.
+
+        `patches` (B, K) gives the patch index of each body token when they are a subset of the grid
+        (e.g. the candidates of a search); by default the body is every patch in grid order.
+        """
         batch, tokens, _ = x.shape
-        pos = torch.arange(tokens, device=x.device).expand(batch, tokens)
+        if patches is None:
+            patches = torch.arange(tokens - n_prefix, device=x.device).expand(batch, -1)
+        head = torch.zeros(batch, n_prefix, dtype=torch.long, device=x.device)
+        pos = torch.cat([head, patches.to(x.device).long() + 1], dim=1)
         size = torch.ones(batch, tokens, device=x.device, dtype=x.dtype)
-        return cls(x=x, size=size, pos=pos, meta=dict(meta or {}))
+        return cls(x=x, size=size, pos=pos, n_prefix=n_prefix, meta=dict(meta or {}))
 
     @property
     def batch(self) -> int:
@@ -61,16 +79,16 @@ class TokenState:
 
     @property
     def body_count(self) -> int:
-        return self.body_end - 1
+        return self.body_end - self.n_prefix
 
     def counts(self) -> torch.Tensor:
-        """Real tokens per image (B,), CLS and extras included."""
+        """Real tokens per image (B,), prefix and extras included."""
         if self.valid is None:
             return torch.full((self.batch,), self.tokens, device=self.x.device)
         return self.valid.sum(1)
 
     def body(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor[:, 1 : self.body_end]
+        return tensor[:, self.n_prefix : self.body_end]
 
     def with_x(self, x: torch.Tensor) -> TokenState:
         return replace(self, x=x)
@@ -97,12 +115,12 @@ class TokenState:
         valid: torch.Tensor | None = None,
         sources: torch.Tensor | None = None,
     ) -> TokenState:
-        """A state whose body is replaced by the given tokens; CLS and extras are carried over.
+        """A state whose body is replaced by the given tokens; prefix and extras are carried over.
 
         When sources are tracked, an operation that combines tokens must pass the new body's `sources`;
         without them they are read from `pos`, which only a selection of single patches allows.
         """
-        cls_slice = slice(0, 1)
+        prefix = slice(0, self.n_prefix)
         tail = slice(self.body_end, self.tokens)
 
         def join(head: torch.Tensor, middle: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
@@ -111,19 +129,19 @@ class TokenState:
         new_valid = None
         if valid is not None or self.valid is not None:
             body_valid = valid if valid is not None else torch.ones_like(pos, dtype=torch.bool)
-            head_valid = torch.ones(self.batch, 1, dtype=torch.bool, device=pos.device)
+            head_valid = torch.ones(self.batch, self.n_prefix, dtype=torch.bool, device=pos.device)
             tail_valid = torch.ones(self.batch, self.n_extra, dtype=torch.bool, device=pos.device)
             new_valid = join(head_valid, body_valid, tail_valid)
         new_sources = None
         if self.sources is not None:
             if sources is None:
                 sources = self._single_patch_sources(size, pos)
-            new_sources = join(self.sources[:, cls_slice], sources, self.sources[:, tail])
+            new_sources = join(self.sources[:, prefix], sources, self.sources[:, tail])
         return replace(
             self,
-            x=join(self.x[:, cls_slice], x, self.x[:, tail]),
-            size=join(self.size[:, cls_slice], size, self.size[:, tail]),
-            pos=join(self.pos[:, cls_slice], pos, self.pos[:, tail]),
+            x=join(self.x[:, prefix], x, self.x[:, tail]),
+            size=join(self.size[:, prefix], size, self.size[:, tail]),
+            pos=join(self.pos[:, prefix], pos, self.pos[:, tail]),
             valid=new_valid,
             sources=new_sources,
         )

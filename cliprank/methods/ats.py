@@ -26,7 +26,9 @@ The declared schedule is the bound min(K − 1, body); executed per-image counts
 Images that keep different counts are padded to the batch maximum and marked in `TokenState.valid`;
 a later stage samples only among valid tokens, so an image's result never depends on its batch.
 Kept tokens stay in their original order (the official block orders them by significance; attention
-and class-token pooling do not depend on the order).
+and class-token pooling do not depend on the order). On towers without a class token K keeps its
+meaning (K − 1 body samples) and the attention factor is the CLS-free score
+(`cliprank.methods.attention_score`).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ import torch
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.context import LayerContext
-from cliprank.engine.plan import CLS_ATTENTION, VALUE_NORMS, Plan
+from cliprank.engine.plan import VALUE_NORMS, Plan
 from cliprank.engine.state import TokenState
 from cliprank.errors import CliprankError
+from cliprank.methods import attention_score
 from cliprank.methods.base import Method, Param, as_int, block_list, int_tuple, register
 from cliprank.methods.prune_at import DEFAULT_BLOCK
 from cliprank.models.arch import VisionArch
@@ -54,11 +57,12 @@ def body_valid(state: TokenState) -> torch.Tensor:
     return state.body(state.valid)
 
 
-def significance(state: TokenState, context: LayerContext) -> torch.Tensor:
+def significance(state: TokenState, context: LayerContext, score: str = attention_score.CLS) -> torch.Tensor:
     """ATS's significance of each body token (B, body), normalised to sum 1; 0 for padding."""
-    if context.cls_attention is None or context.value_norms is None:
-        raise RuntimeError("ats needs the block's CLS attention and value norms; declare them in the plan's needs")
-    raw = state.body(context.cls_attention.sum(dim=1) * context.value_norms).float()
+    if context.value_norms is None:
+        raise RuntimeError("ats needs the block's value norms; declare them in the plan's needs")
+    attention = attention_score.body_scores(state, context, score, cls_heads="sum")
+    raw = (attention * state.body(context.value_norms)).float()
     raw = raw.masked_fill(~body_valid(state), 0.0)
     return raw / raw.sum(dim=1, keepdim=True).clamp_min(torch.finfo(raw.dtype).tiny)
 
@@ -110,11 +114,11 @@ def compact(state: TokenState, chosen: torch.Tensor) -> TokenState:
     return state.keep_body(index, valid)
 
 
-def ats_op(k: int):
-    """The stage operation: score, sample K − 1 points, keep the tokens hit (needs CLS_ATTENTION, VALUE_NORMS)."""
+def ats_op(k: int, score: str = attention_score.CLS):
+    """The stage operation: score, sample K − 1 points, keep the tokens hit (needs its attention, VALUE_NORMS)."""
 
     def op(state: TokenState, context: LayerContext) -> TokenState:
-        scores = significance(state, context)
+        scores = significance(state, context, score)
         context.trace.record_patch_scores(state, scores, context.patches)
         valid = body_valid(state)
         return compact(state, sample_tokens(scores, valid, k - 1))
@@ -152,6 +156,7 @@ class ATS(Method):
             int_tuple,
             lambda v, a: None if v is None else block_list(v, a),
         ),
+        attention_score.SCORE_PARAM,
     )
 
     def validate(self) -> None:
@@ -159,6 +164,11 @@ class ATS(Method):
             raise CliprankError("ats: set K=INT (tokens kept, class token included) or pass --budget")
         if self.values["blocks"] is None:
             self.values["blocks"] = (min(DEFAULT_BLOCK, self.arch.depth - 1),)
+        attention_score.resolve(self.values, self.arch)
+
+    @property
+    def label(self) -> str:
+        return attention_score.label(self.values["score"])
 
     def body_bounds(self) -> list[tuple[int, int]]:
         """Most body tokens entering each block's attention and MLP."""
@@ -170,22 +180,34 @@ class ATS(Method):
         return bounds
 
     def schedule(self) -> Schedule:
-        bounds = self.body_bounds()
-        # per stage: the class token's attention row and the value norms, N·C each
-        overhead = sum(2 * (1 + a) * self.arch.width for i, (a, _) in enumerate(bounds) if i in self.values["blocks"])
+        bounds, prefix, score, width = (
+            self.body_bounds(),
+            self.arch.prefix_tokens,
+            self.values["score"],
+            self.arch.width,
+        )
+        # per stage: the value norms (N·C) and the score's attention beyond the block's own (a CLS row: N·C)
+        overhead = sum(
+            (prefix + a) * width + attention_score.row_overhead(score, prefix + a, width)
+            for i, (a, _) in enumerate(bounds)
+            if i in self.values["blocks"]
+        )
         return Schedule(
-            tuple(float(1 + a) for a, _ in bounds), tuple(float(1 + m) for _, m in bounds), overhead=float(overhead)
+            tuple(float(prefix + a) for a, _ in bounds),
+            tuple(float(prefix + m) for _, m in bounds),
+            overhead=float(overhead),
         )
 
     def plan(self) -> Plan:
-        op = ats_op(self.values["K"])
+        score = self.values["score"]
+        op = ats_op(self.values["K"], score)
         blocks = self.values["blocks"]
         return Plan.build(
             self.arch.depth,
             after_attention={b: [op] for b in blocks},
-            needs={b: [CLS_ATTENTION, VALUE_NORMS] for b in blocks},
+            needs={b: [attention_score.NEEDS[score], VALUE_NORMS] for b in blocks},
         )
 
     @classmethod
     def knob_candidates(cls, arch: VisionArch, values: dict[str, Any]) -> Sequence[Any]:
-        return list(range(2, arch.tokens + 1))
+        return list(range(2, arch.patches + 2))

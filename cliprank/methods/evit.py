@@ -17,6 +17,9 @@ attention weights sum to far less than 1 (≈0.006 at block 1 of cliprank-tiny),
 norm is ≈0.12 against ≈20 for the others, and later blocks' class token can put a large share of its
 attention on that odd token. `normalize_fused=true` divides the weights by their sum (a weighted mean
 of the fused tokens) — not the paper's method, and labelled so in every report row that uses it.
+
+On towers without a class token the ranking and the fusion weights are the CLS-free score
+(`cliprank.methods.attention_score`), which sums to 1 over the tokens like a CLS row.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ import torch
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.context import LayerContext
-from cliprank.engine.plan import CLS_ATTENTION, Plan
+from cliprank.engine.plan import Plan
 from cliprank.engine.state import FUSED, TokenState
 from cliprank.errors import CliprankError
+from cliprank.methods import attention_score
 from cliprank.methods.base import (
     Method,
     Param,
@@ -41,7 +45,6 @@ from cliprank.methods.base import (
     int_tuple,
     register,
 )
-from cliprank.methods.ops import cls_attention_scores
 from cliprank.methods.topk import kept_after
 from cliprank.models.arch import VisionArch
 
@@ -88,13 +91,13 @@ def reorganize(
     )
 
 
-def evit_op(keep: float, fuse: bool, normalize_fused: bool = False):
-    """The location operation: rank by head-mean CLS attention, keep, fuse (needs CLS_ATTENTION)."""
+def evit_op(keep: float, fuse: bool, normalize_fused: bool = False, score: str = attention_score.CLS):
+    """The location operation: rank by head-mean CLS attention (or the CLS-free score), keep, fuse."""
 
     def op(state: TokenState, context: LayerContext) -> TokenState:
         if state.valid is not None:
             raise RuntimeError("evit reduces rectangular batches only; it cannot follow an input-adaptive method")
-        scores = cls_attention_scores(state, context)
+        scores = attention_score.body_scores(state, context, score)
         context.trace.record_patch_scores(state, scores, context.patches)
         return reorganize(state, scores, kept_after(keep, state.body_count), fuse, normalize_fused)
 
@@ -134,6 +137,7 @@ class EViT(Method):
             "fuse with attention weights divided by their sum (not the paper's EViT; default false: official)",
             as_bool,
         ),
+        attention_score.SCORE_PARAM,
     )
 
     def validate(self) -> None:
@@ -143,6 +147,11 @@ class EViT(Method):
             self.values["blocks"] = default_blocks(self.arch)
         if self.values["normalize_fused"] and not self.values["fuse"]:
             raise CliprankError("evit: normalize_fused applies to the fused token; set fuse=true or drop it")
+        attention_score.resolve(self.values, self.arch)
+
+    @property
+    def label(self) -> str:
+        return attention_score.label(self.values["score"])
 
     def stages(self) -> list[tuple[int, int, int]]:
         """(body entering attention, body kept, body entering MLP) per block, fused token included."""
@@ -155,25 +164,26 @@ class EViT(Method):
         return stages
 
     def schedule(self) -> Schedule:
-        stages, overhead = self.stages(), 0
+        stages, overhead, prefix, score = self.stages(), 0.0, self.arch.prefix_tokens, self.values["score"]
         for index, (body, kept, after) in enumerate(stages):
             if index in self.values["blocks"]:
-                overhead += (1 + body) * self.arch.width  # the class token's attention row
+                overhead += attention_score.row_overhead(score, prefix + body, self.arch.width)
                 if after > kept:
                     overhead += (body - kept) * self.arch.width  # the weighted sum into the fused token
         return Schedule(
-            tuple(float(1 + a) for a, _, _ in stages),
-            tuple(float(1 + m) for _, _, m in stages),
+            tuple(float(prefix + a) for a, _, _ in stages),
+            tuple(float(prefix + m) for _, _, m in stages),
             overhead=float(overhead),
         )
 
     def plan(self) -> Plan:
-        op = evit_op(self.values["keep"], self.values["fuse"], self.values["normalize_fused"])
+        score = self.values["score"]
+        op = evit_op(self.values["keep"], self.values["fuse"], self.values["normalize_fused"], score)
         blocks = self.values["blocks"]
         return Plan.build(
             self.arch.depth,
             after_attention={b: [op] for b in blocks},
-            needs={b: [CLS_ATTENTION] for b in blocks},
+            needs={b: [attention_score.NEEDS[score]] for b in blocks},
         )
 
     @classmethod

@@ -35,10 +35,3 @@ def keep_top(count_for: Callable[[int], int], scorer: BodyScorer, record: bool =
         return state.keep_body(top_indices(scores, count))
 
     return op
-
-
-def cls_attention_scores(state: TokenState, context: LayerContext) -> torch.Tensor:
-    """Head-averaged attention of the class token to each body token (needs CLS_ATTENTION)."""
-    if context.cls_attention is None:
-        raise RuntimeError("this operation needs the block's CLS attention; declare it in the plan's needs")
-    return state.body(context.cls_attention.mean(dim=1))

@@ -107,7 +107,7 @@ class PruneAtBase(Method):
         return kept_patches(self.values["keep"], self.arch.patches)
 
     def schedule(self) -> Schedule:
-        full, reduced = float(self.arch.tokens), float(1 + self.kept)
+        full, reduced = float(self.arch.tokens), float(self.arch.prefix_tokens + self.kept)
         counts = tuple(full if i < self.values["block"] else reduced for i in range(self.arch.depth))
         return Schedule(counts, counts, overhead=self.scorer.overhead(self.arch.tokens))
 

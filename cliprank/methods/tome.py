@@ -87,15 +87,18 @@ def bipartite_merge(state: TokenState, metric: torch.Tensor, r: int) -> TokenSta
 
     `metric` (B, body, d) is the per-token matching feature (head-averaged keys). The split is
     ToMe's: the *whole* sequence alternates A, B, A, … starting with the class token, which sits in A
-    and never merges. So A holds body positions 1, 3, 5, … and B body positions 0, 2, 4, …. The merged
-    body is [unmerged A tokens in their order, B tokens]; a merged token keeps its B token's `pos` and
-    sums the sizes. Edges of equal similarity merge in A order (a stable sort).
+    and never merges. So A holds body positions 1, 3, 5, … and B body positions 0, 2, 4, …; on a tower
+    without a class token the sequence starts with the first patch, so A holds body positions 0, 2,
+    4, … (as the official code runs with `class_token=False`). The merged body is [unmerged A tokens in
+    their order, B tokens]; a merged token keeps its B token's `pos` and sums the sizes. Edges of equal
+    similarity merge in A order (a stable sort).
     """
     count = merge_count(r, state.body_count)
     if count <= 0:
         return state
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    src_set, dst_set = slice(1, None, 2), slice(0, None, 2)  # body positions of A (after CLS) and of B
+    first_a = state.n_prefix % 2  # the body position of the first A token: sequence positions 0, 2, 4, … are A
+    src_set, dst_set = slice(first_a, None, 2), slice(1 - first_a, None, 2)  # body positions of A and of B
     similarity = metric[:, src_set] @ metric[:, dst_set].transpose(1, 2)  # (B, |A|, |B|): a matmul for counters
     best, match = similarity.max(dim=-1)
     order = best.argsort(dim=-1, descending=True, stable=True)
@@ -176,13 +179,13 @@ class ToMe(Method):
         return merges
 
     def schedule(self) -> Schedule:
-        body, attention, mlp, overhead = self.arch.patches, [], [], 0
+        body, attention, mlp, overhead, prefix = self.arch.patches, [], [], 0, self.arch.prefix_tokens
         for count in self.merges():
-            attention.append(float(1 + body))
+            attention.append(float(prefix + body))
             if count:
                 overhead += math.ceil(body / 2) * (body // 2) * self.arch.head_dim  # A·Bᵀ similarity
             body -= count
-            mlp.append(float(1 + body))
+            mlp.append(float(prefix + body))
         return Schedule(tuple(attention), tuple(mlp), overhead=float(overhead))
 
     def plan(self) -> Plan:

@@ -5,6 +5,7 @@ attention of the class token and the top `keep` fraction of the *current* body i
 compounds over several blocks, as in EViT); the rest are dropped, not fused. This is EViT's
 selection rule without its fused token (Liang et al., "Not All Patches are What You Need:
 Expediting Vision Transformers via Token Reorganizations", ICLR 2022), the usual "Top-K" baseline.
+On towers without a class token it ranks by the CLS-free score (`cliprank.methods.attention_score`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from cliprank.cost.analytic import Schedule
-from cliprank.engine.plan import CLS_ATTENTION, Plan
+from cliprank.engine.plan import Plan
 from cliprank.errors import CliprankError
+from cliprank.methods import attention_score
 from cliprank.methods.base import Method, Param, block_list, fraction, int_tuple, register
-from cliprank.methods.ops import cls_attention_scores, keep_top
+from cliprank.methods.ops import keep_top
 from cliprank.methods.prune_at import DEFAULT_BLOCK
 from cliprank.models.arch import VisionArch
 
@@ -51,6 +53,7 @@ class TopK(Method):
             int_tuple,
             lambda v, a: None if v is None else block_list(v, a),
         ),
+        attention_score.SCORE_PARAM,
     )
 
     def validate(self) -> None:
@@ -58,6 +61,11 @@ class TopK(Method):
             raise CliprankError("topk: set keep=FRACTION or pass --budget")
         if self.values["blocks"] is None:
             self.values["blocks"] = (min(DEFAULT_BLOCK, self.arch.depth - 1),)
+        attention_score.resolve(self.values, self.arch)
+
+    @property
+    def label(self) -> str:
+        return attention_score.label(self.values["score"])
 
     def body_counts(self) -> list[tuple[int, int]]:
         """(body entering attention, body entering MLP) per block."""
@@ -69,19 +77,26 @@ class TopK(Method):
         return counts
 
     def schedule(self) -> Schedule:
-        counts = self.body_counts()
-        overhead = sum((1 + a) * self.arch.width for i, (a, _) in enumerate(counts) if i in self.blocks)
+        counts, prefix, score = self.body_counts(), self.arch.prefix_tokens, self.score
+        overhead = sum(
+            attention_score.row_overhead(score, prefix + a, self.arch.width)
+            for i, (a, _) in enumerate(counts)
+            if i in self.blocks
+        )
         return Schedule(
-            tuple(float(1 + a) for a, _ in counts), tuple(float(1 + m) for _, m in counts), overhead=overhead
+            tuple(float(prefix + a) for a, _ in counts), tuple(float(prefix + m) for _, m in counts), overhead=overhead
         )
 
     def plan(self) -> Plan:
-        keep = self.keep
-        op = keep_top(lambda body: kept_after(keep, body), cls_attention_scores)
+        keep, score = self.keep, self.score
+        op = keep_top(
+            lambda body: kept_after(keep, body),
+            lambda state, context: attention_score.body_scores(state, context, score),
+        )
         return Plan.build(
             self.arch.depth,
             after_attention={b: [op] for b in self.blocks},
-            needs={b: [CLS_ATTENTION] for b in self.blocks},
+            needs={b: [attention_score.NEEDS[score]] for b in self.blocks},
         )
 
     @classmethod

@@ -10,6 +10,8 @@ import hashlib
 
 import torch
 
+from cliprank.models.towers import describe
+
 
 def fingerprint_tensors(named: dict[str, torch.Tensor], salt: str = "") -> str:
     digest = hashlib.sha256(salt.encode())
@@ -23,5 +25,5 @@ def fingerprint_tensors(named: dict[str, torch.Tensor], salt: str = "") -> str:
 
 def fingerprint_model(model: torch.nn.Module, name: str) -> str:
     """Hash of the vision and text weights plus the activation type (QuickGELU changes outputs)."""
-    activation = type(model.visual.transformer.resblocks[0].mlp.gelu).__name__
+    activation = describe(model.visual).activation
     return fingerprint_tensors(dict(model.state_dict()), salt=f"{name}|{activation}")

@@ -1,4 +1,8 @@
-"""One entry point that loads any supported open_clip ViT, from any source, or fails in one clear line.
+"""One entry point that loads any supported open_clip model, from any source, or fails in one clear line.
+
+Supported means: its vision tower has an adapter in `cliprank.models.towers` (open_clip's ViT, timm's
+ViT and Eva towers: SigLIP, EVA-CLIP, PE-Core, ...). The check builds the tower on PyTorch's meta
+device — shapes without memory — so even a 4-billion-parameter tower is judged in a fraction of a second.
 
 Sources (`pretrained`):
 - a tag open_clip knows (`openai`, `laion2b_s34b_b88k`, ...): downloaded by open_clip when online,
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import io
 import logging
 import os
@@ -28,8 +33,9 @@ import torch
 
 from cliprank.errors import CliprankError
 from cliprank.models import embedded
-from cliprank.models.arch import VisionArch, describe
+from cliprank.models.arch import VisionArch
 from cliprank.models.fingerprint import fingerprint_model
+from cliprank.models.towers import describe, refusal
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 RANDOM_INIT = "none"
@@ -67,6 +73,30 @@ class LoadedModel:
         return self.pretrained not in (RANDOM_INIT, embedded.TAG) and looks_like_path(self.pretrained)
 
 
+class LazyTokenizer:
+    """open_clip's tokenizer for a model, loaded on first use.
+
+    SigLIP-style models tokenize with a Hugging Face tokenizer (the `transformers` package and files
+    from the hub); cost measurements never tokenize, so they must not need it.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._tokenizer: Callable | None = None
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        if self._tokenizer is None:
+            try:
+                with _quiet():
+                    self._tokenizer = open_clip.get_tokenizer(self.name)
+            except Exception as err:
+                raise CliprankError(
+                    f"the tokenizer of {self.name} could not be loaded ({type(err).__name__}: {str(err)[:120]}); "
+                    "Hugging Face tokenizers (SigLIP) need `pip install transformers` and one online download"
+                ) from err
+        return self._tokenizer(texts)
+
+
 def looks_like_path(value: str) -> bool:
     return value.endswith(CHECKPOINT_SUFFIXES) or os.sep in value or Path(value).exists()
 
@@ -77,24 +107,40 @@ def known_models() -> list[str]:
 
 
 def check_model_name(name: str) -> dict[str, Any]:
-    """The model's config, or an error naming close matches; refuses non-ViT towers before building."""
+    """The model's config, or an error naming close matches or why its vision tower is not supported."""
     embedded.register()
     config = open_clip.get_model_config(name)
     if config is None:
         close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise CliprankError(f"unknown model '{name}'; {hint}run `cliprank models` to list the supported ones")
-    vision = config.get("vision_cfg", {})
-    if "timm_model_name" in vision:
-        raise CliprankError(
-            f"model '{name}' has a timm vision tower ({vision['timm_model_name']}) without open_clip's class "
-            "token; cliprank supports open_clip ViTs such as ViT-B-32, ViT-B-16, ViT-L-14 and cliprank-tiny"
-        )
-    if "layers" in vision and not isinstance(vision["layers"], int):
-        raise CliprankError(f"model '{name}' has a ResNet vision tower; cliprank prunes ViT patch tokens only")
-    if config.get("multimodal_cfg") or vision.get("attentional_pool"):
-        raise CliprankError(f"model '{name}' uses attentional pooling (CoCa); use a plain CLIP ViT")
+    reason = vision_refusal(name)
+    if reason:
+        raise CliprankError(f"model '{name}' is not supported: {reason}; run `cliprank models` for the supported ones")
     return config
+
+
+@functools.cache
+def vision_refusal(name: str) -> str | None:
+    """Why cliprank cannot reduce the vision tower of registered model `name` (None: it can).
+
+    Judged on the tower itself, as open_clip builds it from the config, on the meta device. open_clip's
+    own vision-tower builder is used (private, but the same function since open_clip 2.0): building
+    the whole model would also build text towers that need packages cost checks do not (nllb's).
+    """
+    from open_clip.model import _build_vision_tower
+
+    config = open_clip.get_model_config(name)
+    if config.get("multimodal_cfg"):
+        return "CoCa: its captioning decoder reads every image token"
+    try:
+        with torch.device("meta"), _quiet():
+            visual = _build_vision_tower(
+                config["embed_dim"], config["vision_cfg"], quick_gelu=config.get("quick_gelu", False)
+            )
+    except Exception as err:  # a tower open_clip or timm cannot build here (e.g. a missing timm model)
+        return f"its vision tower cannot be built here ({type(err).__name__}: {str(err)[:80]})"
+    return refusal(visual)
 
 
 def _offline() -> bool:
@@ -282,7 +328,7 @@ def load_model(
         pretrained=pretrained,
         model=model,
         preprocess=preprocess,
-        tokenizer=open_clip.get_tokenizer(name),
+        tokenizer=LazyTokenizer(name),
         arch=arch,
         fingerprint=fingerprint_model(model, name),
         quick_gelu=bool(use_quick_gelu) or bool(config.get("quick_gelu", False)),

@@ -30,12 +30,13 @@ REDUCTIONS = ("linear", "pool")  # cliprank's LayerNorm + Linear, or the authors
 
 @dataclass(frozen=True)
 class PredictorConfig:
-    tokens: int  # tokens entering the pruning block (class token + patches)
+    tokens: int  # tokens entering the pruning block (prefix tokens + patches)
     width: int  # channels of the tower
     dim: int = 64  # reduced channels
     token_hidden: int = 32  # hidden size of the token-mixing MLP
     channel_hidden: int = 256  # hidden size of the channel-mixing MLP
     reduction: str = "linear"  # see REDUCTIONS
+    prefix: int = 1  # the tower's prefix tokens (class token, registers), mixed in but not scored
 
     @classmethod
     def for_arch(cls, arch: VisionArch, dim: int | None = None, **overrides: int) -> PredictorConfig:
@@ -45,15 +46,15 @@ class PredictorConfig:
         unpruned tower: ViT-B/16 keeps the paper's sizes (0.1%), a 6-block 192-wide tower gets a
         half-size head.
         """
+        shape = {"tokens": arch.tokens, "width": arch.width, "prefix": arch.prefix_tokens}
         if dim is not None:
-            return cls(tokens=arch.tokens, width=arch.width, dim=dim, **overrides)
+            return cls(**shape, dim=dim, **overrides)
         from cliprank.cost.analytic import unpruned_macs
 
-        config = cls(tokens=arch.tokens, width=arch.width, **overrides)
+        config = cls(**shape, **overrides)
         while config.macs() > MAX_COST_FRACTION * unpruned_macs(arch) and config.dim > 8:
             config = cls(
-                tokens=arch.tokens,
-                width=arch.width,
+                **shape,
                 dim=config.dim // 2,
                 token_hidden=max(8, config.token_hidden // 2),
                 channel_hidden=config.channel_hidden // 2,
@@ -72,7 +73,7 @@ class PredictorConfig:
             self.reduction_macs()
             + 2 * self.dim * self.tokens * self.token_hidden  # token mixing
             + 2 * self.tokens * self.dim * self.channel_hidden  # channel mixing
-            + (self.tokens - 1) * self.dim  # head
+            + (self.tokens - self.prefix) * self.dim  # head
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -80,7 +81,7 @@ class PredictorConfig:
 
 
 class RankingPredictor(nn.Module):
-    """Tokens (B, N, C) at the pruning layer → patch scores (B, N-1), higher = keep."""
+    """Tokens (B, N, C) at the pruning layer → patch scores (B, N - prefix), higher = keep."""
 
     def __init__(self, config: PredictorConfig):
         super().__init__()
@@ -110,7 +111,7 @@ class RankingPredictor(nn.Module):
         x = self.reduce(self.norm_in(tokens.to(self.head.weight.dtype)))
         x = x + self.token_mlp(self.norm_tokens(x).transpose(1, 2)).transpose(1, 2)
         x = x + self.channel_mlp(self.norm_channels(x))
-        return self.head(x[:, 1:]).squeeze(-1)
+        return self.head(x[:, self.config.prefix :]).squeeze(-1)
 
     def macs(self) -> int:
         return self.config.macs()

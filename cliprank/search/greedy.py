@@ -1,10 +1,11 @@
 """Greedy search for an image's golden ranking of patch tokens (Patch Ranking, Wu et al., WACV 2025).
 
 At the pruning block, every candidate change — removing one unit (a patch or a k×k block) from the
-remaining set (`backward`, the paper's), or adding one unit to the kept set starting from the class
-token alone (`forward`) — is scored by running the remaining blocks; each step commits the units
-whose removal hurts least (or whose addition helps most) until `step_tokens` patches have moved,
-and steps repeat until `total` of the patches are removed (backward) or kept (forward).
+remaining set (`backward`, the paper's), or adding one unit to the kept set starting from the prefix
+tokens alone (`forward`: the class token, or nothing on towers without one) — is scored by running
+the remaining blocks; each step commits the units whose removal hurts least (or whose addition
+helps most) until `step_tokens` patches have moved, and steps repeat until `total` of the patches
+are removed (backward) or kept (forward).
 
 Where the arithmetic goes, and nowhere else:
 - blocks before the pruning layer run once per image (their output is shared by all candidates);
@@ -29,11 +30,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from cliprank.engine.forward import embed, pool, run_blocks
+from cliprank.engine.forward import embed, pool, resume, run_blocks
 from cliprank.engine.plan import Plan
-from cliprank.engine.state import TokenState
 from cliprank.errors import CliprankError
 from cliprank.models.arch import VisionArch
+from cliprank.models.towers import describe
 from cliprank.search.units import make_units, unit_matrix
 
 SCORE_MODES = ("similarity", "label", "max")
@@ -126,28 +127,38 @@ class CandidateEvaluator:
 
     def __init__(self, visual: torch.nn.Module, tokens: torch.Tensor, block: int, max_batch_tokens: int):
         self.visual = visual
-        self.tokens = tokens  # (B, N, C) entering the pruning block
+        self.arch = describe(visual)
+        self.tokens = tokens  # (B, N, C) entering the pruning block: prefix tokens, then every patch
         self.block = block
         self.max_batch_tokens = max_batch_tokens
-        self.plan = Plan.identity(len(visual.transformer.resblocks))
+        self.plan = Plan.identity(self.arch.depth)
         self.token_count = 0  # tokens entering the remaining blocks, summed over candidates (for benchmarks)
-        # sequences run per token count (class token included): exact MACs, N² attention term too (benchmarks)
+        # sequences run per token count (prefix included): exact MACs, N² attention term too (benchmarks)
         self.length_counts: Counter[int] = Counter()
 
     @torch.no_grad()
     def embeddings(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Final embeddings (G, D) for image ids (G,) keeping patches keep (G, P) bool."""
-        out = torch.empty(len(images), self.visual.output_dim, device=self.tokens.device, dtype=torch.float64)
+        """Final embeddings (G, D) for image ids (G,) keeping patches keep (G, P) bool, in float64.
+
+        A set with no token at all (forward search's start on a tower without a class token) has no
+        embedding: NaN.
+        """
+        out = torch.full(
+            (len(images), self.arch.output_dim), float("nan"), device=self.tokens.device, dtype=torch.float64
+        )
+        prefix = self.arch.prefix_tokens
         lengths = keep.sum(1)
         for length in lengths.unique().tolist():
+            if prefix + length == 0:
+                continue
             members = (lengths == length).nonzero().squeeze(1)
-            per_batch = max(1, self.max_batch_tokens // (length + 1))
+            per_batch = max(1, self.max_batch_tokens // (length + prefix))
             for chosen in members.tensor_split(math.ceil(len(members) / per_batch)):
-                patch_index = keep[chosen].nonzero()[:, 1].view(len(chosen), length) + 1
-                cls = torch.zeros(len(chosen), 1, dtype=patch_index.dtype, device=patch_index.device)
-                index = torch.cat([cls, patch_index], dim=1)
+                patches = keep[chosen].nonzero()[:, 1].view(len(chosen), length)
+                head = torch.arange(prefix, device=patches.device).expand(len(chosen), -1)
+                index = torch.cat([head, patches + prefix], dim=1)
                 x = self.tokens[images[chosen][:, None], index]
-                state = run_blocks(self.visual, TokenState.initial(x), self.plan, start=self.block)
+                state = run_blocks(self.visual, resume(self.visual, x, patches=patches), self.plan, start=self.block)
                 out[chosen] = pool(self.visual, state).double()
                 self.token_count += x.shape[0] * x.shape[1]
                 self.length_counts[x.shape[1]] += x.shape[0]

@@ -21,6 +21,7 @@ import torch.nn as nn
 from cliprank.engine.context import LayerContext
 from cliprank.engine.plan import Plan
 from cliprank.engine.state import TokenState
+from cliprank.errors import CliprankError
 
 PLACEMENTS = ("shallow", "deep")
 
@@ -106,7 +107,13 @@ class LearnedTokens(nn.Module):
             output[:, 1 : 1 + context.shape[0]] = context.to(output.dtype)
             return output
 
-        handle = model.token_embedding.register_forward_hook(replace)
+        embedding = getattr(model, "token_embedding", None)
+        if embedding is None:
+            raise CliprankError(
+                "learned text context (CoOp) is implemented for CLIP's own text tower only, not this model's "
+                "separate one (SigLIP, EVA, PE); train visual tokens only (text context 0)"
+            )
+        handle = embedding.register_forward_hook(replace)
         try:
             yield
         finally:

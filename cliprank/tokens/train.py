@@ -26,9 +26,8 @@ import torch.nn.functional as F
 
 from cliprank.data.items import ZeroShotDataset
 from cliprank.distributed import Distributed
-from cliprank.engine.forward import pool, run_blocks
+from cliprank.engine.forward import pool, resume, run_blocks
 from cliprank.engine.plan import Plan
-from cliprank.engine.state import TokenState
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Method
 from cliprank.models.loading import LoadedModel
@@ -110,7 +109,7 @@ def prepare_split(
     features = block_features(model, dataset, block, progress=progress)
     targets = []
     for start in range(0, len(features.tokens), 256):
-        state = TokenState.initial(features.tokens[start : start + 256].float().to(model.device))
+        state = resume(model.visual, features.tokens[start : start + 256].float().to(model.device))
         targets.append(F.normalize(pool(model.visual, run_blocks(model.visual, state, identity, start=block)), dim=-1))
     classifier = compute_classifier(model, dataset.classnames, dataset.templates)
     return SplitData(
@@ -151,7 +150,7 @@ class TokenForward:
             "index": data.index[rows],
             "image_hash": data.image_hash[rows],
         }
-        state = TokenState.initial(x, meta)
+        state = resume(self.model.visual, x, meta)
         return pool(self.model.visual, run_blocks(self.model.visual, state, self.plan, start=self.block))
 
     def classifier(self, data: SplitData) -> torch.Tensor:
