@@ -519,7 +519,7 @@ def save_patch_maps(
     from cliprank.visualize.capture import Row
     from cliprank.visualize.report import report_patch_maps
 
-    drawn = [(Row(r.spec, r.method, row_classifier(model, dataset, r, classifier)), r.solved.budget) for r in rows]
+    drawn = [(Row.of(r.spec, r.method, row_classifier(model, dataset, r, classifier)), r.solved.budget) for r in rows]
     report_patch_maps(
         settings.out,
         model,

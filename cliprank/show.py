@@ -82,7 +82,7 @@ def run_show(settings: ShowSettings) -> Path:
     solved = method_settings(model, settings.methods, [settings.budget], resources)
     reference = zero_shot_classifier(model, dataset.classnames, dataset.templates)
     rows = [
-        Row(row.spec, row.method, row_classifier(model, dataset, row, reference))
+        Row.of(row.spec, row.method, row_classifier(model, dataset, row, reference))
         for row in solved
         if changes_tokens(row.method)  # the unpruned model's prediction heads every image instead
     ]

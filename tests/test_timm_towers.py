@@ -465,3 +465,14 @@ def test_tome_without_a_class_token_splits_the_sequence_as_the_official_code(tok
     merged = bipartite_merge(state, keys, 3)
     assert torch.allclose(merged.x, expected, atol=1e-6)
     assert torch.allclose(merged.size, merge(size)[..., 0])
+
+
+def test_patch_map_panels_name_the_cls_free_score():
+    from cliprank.visualize.capture import Row
+
+    model = load_model(towers.model_name("vit-map"), "none")
+    from cliprank.methods import method_class
+
+    topk = method_class("topk")(model.arch, keep=0.5)
+    assert Row.of("topk", topk, torch.zeros(1)).name == "topk (CLS-free score)"
+    assert Row.of("tome", method_class("tome")(model.arch, r=4), torch.zeros(1)).name == "tome"

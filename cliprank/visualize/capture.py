@@ -34,6 +34,12 @@ class Row:
     method: Method
     classifier: torch.Tensor
 
+    @classmethod
+    def of(cls, spec: str, method: Method, classifier: torch.Tensor) -> Row:
+        """A row named as reports name it: the spec, with the method's label ("oracle", "CLS-free score")."""
+        label = method.label
+        return cls(f"{spec} ({label})" if label and label not in spec else spec, method, classifier)
+
 
 @dataclass
 class MethodView:
