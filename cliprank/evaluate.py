@@ -23,6 +23,7 @@ import torch
 
 from cliprank.cost.analytic import per_image_macs, schedule_macs, unpruned_macs
 from cliprank.cost.budget import BudgetTooLow, Solved, solve
+from cliprank.data.meta import batch_meta, slice_meta
 from cliprank.distributed import Distributed
 from cliprank.engine.context import Trace
 from cliprank.engine.forward import ReducedVisual, encode
@@ -34,7 +35,7 @@ from cliprank.ranking_agreement import agreement
 from cliprank.report.schema import Environment, RankingAgreement, Record, Throughput, record_key
 from cliprank.report.store import ReportWriter
 from cliprank.resources import load_resources
-from cliprank.search.store import RankingLookup, image_hashes
+from cliprank.search.store import RankingLookup
 from cliprank.zeroshot import logits, metrics, zero_shot_classifier
 
 TASK = "zeroshot_classification"
@@ -134,9 +135,7 @@ def measure_speeds(model: LoadedModel, rows: list[Setting], images: torch.Tensor
     from cliprank.profiling import interleaved_medians, measure_peak_memory, measure_throughputs
 
     modules = [ReducedVisual(model.visual, row.method.plan(), meta) for row in rows]
-    singles = [
-        ReducedVisual(model.visual, row.method.plan(), {k: _head(v, 1) for k, v in meta.items()}) for row in rows
-    ]
+    singles = [ReducedVisual(model.visual, row.method.plan(), slice_meta(meta, slice(0, 1))) for row in rows]
     timings = measure_throughputs(modules, images, repeats=repeats, warmup=1)
     latencies = interleaved_medians(singles, images[:1], repeats=max(3, repeats), warmup=1)
     for row, module, timing, latency in zip(rows, modules, timings, latencies):
@@ -181,14 +180,6 @@ def _schedule_means(parts: list[list[torch.Tensor]]) -> list[float]:
         return []
     per_block = zip(*parts)
     return [round(float(torch.cat(blocks).float().mean()), 3) for blocks in per_block]
-
-
-def batch_meta(dataset: str, split: str, images: torch.Tensor, indices: Any, hashes: bool) -> dict[str, Any]:
-    """What per-image methods read from a batch: dataset, split, indices and (for rankings) content hashes."""
-    meta: dict[str, Any] = {"dataset": dataset, "split": split, "index": torch.as_tensor(indices)}
-    if hashes:
-        meta["image_hash"] = image_hashes(images)
-    return meta
 
 
 def row_classifier(model: LoadedModel, dataset: Any, setting: Setting, default: torch.Tensor) -> torch.Tensor:
@@ -358,12 +349,8 @@ def count_setting(model: LoadedModel, setting: Setting, images: torch.Tensor, me
     plan = setting.method.plan()
     if setting.method.adaptive:
         few = min(8, images.shape[0])
-        return mean_counted_macs(model.visual, plan, images[:few], {k: _head(v, few) for k, v in meta.items()})
-    return count_macs(model.visual, plan, model.arch.image_size, {k: _head(v, 1) for k, v in meta.items()})
-
-
-def _head(value: Any, n: int) -> Any:
-    return value[:n] if isinstance(value, torch.Tensor) else value
+        return mean_counted_macs(model.visual, plan, images[:few], slice_meta(meta, slice(0, few)))
+    return count_macs(model.visual, plan, model.arch.image_size, slice_meta(meta, slice(0, 1)))
 
 
 def run_evaluation(

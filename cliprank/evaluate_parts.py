@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
+from cliprank.data.meta import batch_meta
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.evaluate import (
     Accumulator,
     Setting,
-    batch_meta,
     encode_batch,
     needs_image_hashes,
     row_classifier,

@@ -33,6 +33,7 @@ import torch.nn as nn
 from cliprank.cost.analytic import Schedule, unpruned_macs
 from cliprank.cost.budget import check_budget, solve
 from cliprank.cost.counting import CostReport, measure_cost
+from cliprank.data.meta import batch_meta, slice_meta
 from cliprank.engine.context import Trace
 from cliprank.engine.forward import ReducedVisual, encode
 from cliprank.errors import CliprankError
@@ -157,12 +158,7 @@ class Probe:
     meta: dict[str, Any] | None
 
     def head(self, count: int) -> Probe:
-        meta = (
-            None
-            if self.meta is None
-            else {k: v[:count] if isinstance(v, torch.Tensor) else v for k, v in self.meta.items()}
-        )
-        return Probe(self.images[:count], meta)
+        return Probe(self.images[:count], slice_meta(self.meta, slice(0, count)))
 
 
 def probe_images(loaded: Any, settings: ProfileSettings, count: int, offset: int) -> Probe:
@@ -170,7 +166,6 @@ def probe_images(loaded: Any, settings: ProfileSettings, count: int, offset: int
     if settings.dataset is None:
         return Probe(random_images(count, loaded.arch, loaded.device, settings.seed + offset), None)
     from cliprank.data import load_dataset, make_loader
-    from cliprank.evaluate import batch_meta
 
     dataset = load_dataset(
         settings.dataset, split=settings.split, root=settings.dataset_root, transform=loaded.preprocess

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from cliprank.data.items import ZeroShotDataset
+from cliprank.data.meta import image_hashes
 from cliprank.models.loading import LoadedModel
 from cliprank.search.greedy import SearchSettings, search_batch
-from cliprank.search.store import RankingsMeta, RankingStore, image_hashes
+from cliprank.search.store import RankingsMeta, RankingStore
 from cliprank.zeroshot import zero_shot_classifier
 
 log = logging.getLogger(__name__)
