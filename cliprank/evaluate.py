@@ -22,13 +22,14 @@ from typing import Any
 import torch
 
 from cliprank.cost.analytic import per_image_macs, schedule_macs, unpruned_macs
-from cliprank.cost.budget import BudgetTooLow, Solved, solve
 from cliprank.data.meta import batch_meta, slice_meta
 from cliprank.distributed import Distributed
 from cliprank.engine.context import Trace
 from cliprank.engine.forward import ReducedVisual, encode
 from cliprank.errors import CliprankError
-from cliprank.methods.base import Resources, method_class
+from cliprank.methods.base import Resources
+from cliprank.methods.budget import BudgetTooLow, Solved, solve
+from cliprank.methods.registry import method_class
 from cliprank.methods.spec import MethodSpec, format_method_spec
 from cliprank.models.loading import LoadedModel
 from cliprank.ranking_agreement import agreement
@@ -183,14 +184,8 @@ def _schedule_means(parts: list[list[torch.Tensor]]) -> list[float]:
 
 
 def row_classifier(model: LoadedModel, dataset: Any, setting: Setting, default: torch.Tensor) -> torch.Tensor:
-    """The zero-shot classifier, or the one read through learned text context for METHOD+tokens rows."""
-    learned = getattr(setting.method, "learned", None)
-    if learned is None:
-        return default
-    tokens = learned().module
-    if tokens.context is None:
-        return default
-    return tokens.text_classifier(model, dataset.classnames)
+    """The zero-shot classifier the row's method scores with (learned text context replaces the shared one)."""
+    return setting.method.text_classifier(model, dataset.classnames, default)
 
 
 def encode_batch(
@@ -273,7 +268,7 @@ def build_record(
     scores = torch.cat(acc.logits)
     macs = float(torch.cat(acc.macs).mean())
     ranking = None
-    if golden is not None and acc.patch_scores and method.name != "golden":
+    if golden is not None and acc.patch_scores and not method.oracle:  # an oracle is not judged by its own search
         indices = torch.cat(acc.indices)
         golden_scores = golden.patch_scores(indices, None)
         kept = golden.rankings.kept

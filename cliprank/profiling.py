@@ -31,14 +31,15 @@ import torch
 import torch.nn as nn
 
 from cliprank.cost.analytic import Schedule, unpruned_macs
-from cliprank.cost.budget import check_budget, solve
 from cliprank.cost.counting import CostReport, measure_cost
 from cliprank.data.meta import batch_meta, slice_meta
 from cliprank.engine.context import Trace
 from cliprank.engine.forward import ReducedVisual, encode
 from cliprank.errors import CliprankError
 from cliprank.io import atomic_write_json, atomic_write_text
-from cliprank.methods.base import Method, method_class
+from cliprank.methods.base import Method
+from cliprank.methods.budget import check_budget, solve
+from cliprank.methods.registry import method_class
 from cliprank.methods.spec import MethodSpec, format_method_spec
 from cliprank.models import embedded
 from cliprank.models.arch import VisionArch

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cliprank.errors import CliprankError
-from cliprank.methods.base import Resources, method_class
+from cliprank.methods.base import Resources
+from cliprank.methods.registry import method_class
 from cliprank.methods.spec import MethodSpec
 from cliprank.models import embedded
 from cliprank.models.loading import LoadedModel

@@ -169,6 +169,7 @@ def test_golden_through_evaluate_matches_the_search(tmp_path) -> None:
     records = {r.method: r for r in load_report(out / "report.json").records}
     golden = records["golden"]
     assert golden.method_label == "oracle"
+    assert golden.ranking_agreement is None  # an oracle is not judged against its own search
     assert records["topk"].ranking_agreement is not None
     assert -1 <= records["topk"].ranking_agreement.kendall_tau <= 1
 

@@ -7,10 +7,10 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 
 from cliprank.cost.analytic import schedule_macs, unpruned_macs
-from cliprank.cost.budget import solve
 from cliprank.engine import CLS_ATTENTION, FUSED, LayerContext, TokenState, Trace, encode
 from cliprank.errors import CliprankError
 from cliprank.methods import method_class
+from cliprank.methods.budget import solve
 from cliprank.methods.evit import evit_op, reorganize
 from cliprank.models import load_model
 from cliprank.models.arch import VisionArch

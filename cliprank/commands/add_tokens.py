@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cliprank.commands import app
 from cliprank.commands.evaluate import EMBEDDED_DATASETS, progress_bar
-from cliprank.commands.options import QuickGeluOption, parse_budgets, set_threads, split_list
+from cliprank.commands.options import QuickGeluOption, set_threads, split_list
 from cliprank.recipes import RecipeOption
 
 
@@ -52,7 +52,7 @@ def add_tokens_command(
     """Train a few tokens (CLIP frozen) that recover the accuracy one pruning setup loses."""
     from cliprank.distributed import Distributed
     from cliprank.errors import CliprankError
-    from cliprank.methods.spec import parse_method_specs
+    from cliprank.methods.spec import parse_budgets, parse_method_specs
     from cliprank.models.loading import load_model
     from cliprank.tokens.pipeline import TokensJob, run_add_tokens
     from cliprank.tokens.train import TokenTrainSettings

@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption, parse_budgets, parse_models, resolve_methods, set_threads
+from cliprank.commands.options import QuickGeluOption, parse_models, resolve_methods, set_threads
+from cliprank.methods.spec import parse_budgets
 from cliprank.recipes import RecipeOption
 
 EMBEDDED_DATASETS = "digits,textiles,faces"

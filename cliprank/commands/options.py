@@ -35,21 +35,6 @@ def parse_models(models: str, pretrained: str) -> list[tuple[str, str]]:
     return list(zip(names, tags))
 
 
-def parse_budgets(text: str | None) -> list[float | None]:
-    if text is None or text.strip().lower() in ("", "none"):
-        return [None]
-    budgets = []
-    for part in split_list(text):
-        try:
-            value = float(part)
-        except ValueError as err:
-            raise CliprankError(f"budget '{part}' is not a number; give fractions like 0.5,0.7") from err
-        if not 0 < value <= 1:
-            raise CliprankError(f"budget {value} is out of range; give a fraction of the unpruned GMACs in (0, 1]")
-        budgets.append(value)
-    return budgets
-
-
 def resolve_methods(
     text: str,
     models: list[tuple[str, str]],

@@ -86,8 +86,7 @@ def profile(
     recipe: str | None = RecipeOption,
 ) -> None:
     """Profile pruning settings: GMACs analytic vs counted (fvcore), executed schedule, params, speed, memory."""
-    from cliprank.commands.options import parse_budgets
-    from cliprank.methods.spec import parse_method_specs
+    from cliprank.methods.spec import parse_budgets, parse_method_specs
     from cliprank.profiling import ProfileSettings, run_profile, write_outputs
 
     settings = ProfileSettings(

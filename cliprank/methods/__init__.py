@@ -1,15 +1,6 @@
-"""Token-reduction methods: one module each, registered by name in `REGISTRY`."""
+"""Token-reduction methods: one module each, behind one small interface (`base`), found by name (`registry`)."""
 
-from cliprank.methods import (  # noqa: F401  (each module registers its methods)
-    ats,
-    evit,
-    golden,
-    none,
-    predictor,
-    prune_at,
-    tome,
-    topk,
-)
-from cliprank.methods.base import REGISTRY, Method, Param, Resources, method_class
+from cliprank.methods.base import Method, Param, Resources
+from cliprank.methods.registry import REGISTRY, method_class, methods
 
-__all__ = ["REGISTRY", "Method", "Param", "Resources", "method_class"]
+__all__ = ["REGISTRY", "Method", "Param", "Resources", "method_class", "methods"]

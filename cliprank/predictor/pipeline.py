@@ -68,17 +68,20 @@ def heldout_accuracy(
     model: LoadedModel, job: PredictorJob, predictor: LoadedPredictor, index: RankingIndex, keep: float
 ) -> dict[str, dict[str, float]]:
     """Top-1 on the held-out split: unpruned, predictor and golden at the search's keep fraction."""
-    from cliprank.cost.budget import solve
     from cliprank.data import load_dataset
     from cliprank.evaluate import Setting, evaluate_dataset
     from cliprank.methods.base import Resources
+    from cliprank.methods.budget import solve
+    from cliprank.methods.golden import Golden
+    from cliprank.methods.none import NoReduction
+    from cliprank.methods.predictor import Predictor
     from cliprank.zeroshot import metrics, zero_shot_classifier
 
     resources = Resources(rankings=index, predictor=predictor)
+    pruned = {"keep": keep, "block": predictor.block}
     rows = [
-        Setting("none", solve("none", model.arch, {}, None, resources)),
-        Setting("predictor", solve("predictor", model.arch, {"keep": keep, "block": predictor.block}, None, resources)),
-        Setting("golden", solve("golden", model.arch, {"keep": keep, "block": predictor.block}, None, resources)),
+        Setting(cls.name, solve(cls.name, model.arch, values, None, resources))
+        for cls, values in ((NoReduction, {}), (Predictor, pruned), (Golden, pruned))
     ]
     table: dict[str, dict[str, float]] = {}
     for name in job.datasets:

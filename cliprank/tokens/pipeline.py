@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cliprank.cost.budget import solve
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
-from cliprank.methods.base import Method, Resources, method_class
+from cliprank.methods.base import Method, Resources
+from cliprank.methods.budget import solve
+from cliprank.methods.registry import method_class
 from cliprank.methods.with_tokens import SUFFIX
 from cliprank.models.loading import LoadedModel
 from cliprank.tokens.io import LoadedTokens, TokensSet, save_tokens
@@ -27,7 +28,7 @@ class TokensJob:
     datasets: list[str]
     out: Path
     count: int = 4
-    block: int | None = None  # default: the method's pruning block
+    block: int | None = None  # default: the method's first reduction block
     placement: str = "shallow"
     text_context: int = 0
     train_split: str = "train"
@@ -54,17 +55,12 @@ def base_resources(model: LoadedModel, job: TokensJob, base: type[Method]) -> Re
     return resources
 
 
-def solve_setup(model: LoadedModel, job: TokensJob, tokens: LearnedTokens) -> tuple[Method, Resources]:
-    """The base method's setting the tokens are for, solved *with* the tokens' cost when a budget is given."""
-    if job.method.endswith(SUFFIX):
-        raise CliprankError(f"add-tokens: give the base method ('{job.method[: -len(SUFFIX)]}'), not '{job.method}'")
-    base = method_class(job.method)
-    resources = base_resources(model, job, base)
+def solve_setup(model: LoadedModel, job: TokensJob, tokens: LearnedTokens, resources: Resources) -> Method:
+    """The method's setting the tokens are for, solved *with* the tokens' cost when a budget is given."""
     placeholder = LoadedTokens(tokens, {"method": job.method, "values": {}}, {}, job.out)
-    resources.tokens = TokensSet([placeholder])
+    resources = replace(resources, tokens=TokensSet([placeholder]))
     solved = solve(job.method + SUFFIX, model.arch, job.values, job.budget, resources).method
-    base_method = base(model.arch, resources, **solved.values)
-    return base_method, resources
+    return method_class(job.method)(model.arch, resources, **solved.values)
 
 
 def sample_patch_tokens(splits: list[SplitData], seed: int, images: int = 512) -> torch.Tensor:
@@ -77,16 +73,12 @@ def sample_patch_tokens(splits: list[SplitData], seed: int, images: int = 512) -
     return torch.cat(rows)
 
 
-def default_block(values: dict[str, Any], depth: int) -> int:
-    """Where the tokens go by default: the method's (first) pruning block."""
-    from cliprank.methods.base import int_tuple
-    from cliprank.methods.prune_at import DEFAULT_BLOCK
-
-    if values.get("block") is not None:
-        return int(values["block"])
-    if values.get("blocks") is not None:
-        return min(int_tuple(values["blocks"]))
-    return min(DEFAULT_BLOCK, depth - 1)
+def default_block(model: LoadedModel, job: TokensJob, resources: Resources) -> int:
+    """Where the tokens go by default: the first block the method, solved without them, changes."""
+    block = solve(job.method, model.arch, job.values, job.budget, resources).method.first_reduction_block()
+    if block is None:
+        raise CliprankError(f"add-tokens: {job.method} changes no tokens; say where the tokens go with --block")
+    return block
 
 
 def run_add_tokens(
@@ -97,7 +89,11 @@ def run_add_tokens(
 
     dist = dist or Distributed()
     job.settings.validate()
-    block = job.block if job.block is not None else default_block(job.values, model.arch.depth)
+    base = method_class(job.method)
+    if "tokens" in base.requires:
+        raise CliprankError(f"add-tokens: {job.method} has learned tokens already; give the method they are for")
+    resources = base_resources(model, job, base)
+    block = job.block if job.block is not None else default_block(model, job, resources)
     check_token_config(job.count, block, job.placement, job.text_context, model.arch.depth, job.settings.objective)
     config = TokenConfig(
         count=job.count,
@@ -109,7 +105,7 @@ def run_add_tokens(
         depth=model.arch.depth,
     )
     tokens = LearnedTokens(config, seed=job.settings.seed).to(model.device)
-    method, _ = solve_setup(model, job, tokens)
+    method = solve_setup(model, job, tokens, resources)
 
     def prepare(name: str, split: str) -> SplitData:
         with dist.main_first():  # rank 0 fills the dataset and feature caches, the other ranks read them

@@ -13,7 +13,9 @@ from typing import Any
 
 from cliprank.cost.analytic import schedule_macs, unpruned_macs
 from cliprank.errors import CliprankError
-from cliprank.methods.base import Method, Resources, method_class
+from cliprank.methods.base import Method, Resources
+from cliprank.methods.registry import method_class
+from cliprank.methods.spec import check_budget
 from cliprank.models.arch import VisionArch
 
 
@@ -27,11 +29,6 @@ class Solved:
     budget: float | None
     macs: float  # declared MACs per image
     fraction: float  # of the unpruned tower's MACs
-
-
-def check_budget(budget: float) -> None:
-    if not 0 < budget <= 1:
-        raise CliprankError(f"budget {budget} is out of range; give a fraction of the unpruned GMACs in (0, 1]")
 
 
 def solve(
