@@ -29,13 +29,13 @@ from cliprank.engine.forward import ReducedVisual, encode
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Resources
 from cliprank.methods.budget import BudgetTooLow, Solved, solve
-from cliprank.methods.registry import method_class
+from cliprank.methods.registry import expand_all, method_class
 from cliprank.methods.spec import MethodSpec, format_method_spec
 from cliprank.models.loading import LoadedModel
 from cliprank.ranking_agreement import agreement
 from cliprank.report.schema import Environment, RankingAgreement, Record, Throughput, record_key
 from cliprank.report.store import ReportWriter
-from cliprank.resources import load_resources
+from cliprank.resources import ResourceFiles, load_resources
 from cliprank.search.store import RankingLookup
 from cliprank.zeroshot import logits, metrics, zero_shot_classifier
 
@@ -58,9 +58,7 @@ class EvaluateSettings:
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None
-    rankings: list[Path] = field(default_factory=list)
-    predictor: Path | None = None
-    tokens: Path | None = None
+    files: ResourceFiles = field(default_factory=ResourceFiles)
     measure_speed: bool = True
     count_flops: bool = True
     timing_repeats: int = 3
@@ -371,9 +369,9 @@ def run_evaluation(
         model = load_model(
             name, pretrained, device=dist.device if dist.enabled else settings.device, quick_gelu=settings.quick_gelu
         )
-        resources = load_resources(model, settings.methods, settings.rankings, settings.predictor, settings.tokens)
+        resources = load_resources(model, settings.methods, settings.files)
         skipped: list[str] = []
-        rows = method_settings(model, settings.methods, settings.budgets, resources, skipped)
+        rows = method_settings(model, expand_all(settings.methods, resources), settings.budgets, resources, skipped)
         for line in skipped:
             log(f"skipped: {line}")
         for dataset_name in settings.datasets:

@@ -39,11 +39,11 @@ from cliprank.errors import CliprankError
 from cliprank.io import atomic_write_json, atomic_write_text
 from cliprank.methods.base import Method
 from cliprank.methods.budget import check_budget, solve
-from cliprank.methods.registry import method_class
+from cliprank.methods.registry import expand_all, method_class
 from cliprank.methods.spec import MethodSpec, format_method_spec
 from cliprank.models import embedded
 from cliprank.models.arch import VisionArch
-from cliprank.resources import load_resources
+from cliprank.resources import ResourceFiles, load_resources
 
 SCHEMA_VERSION = "cliprank.profile/1"
 CONVENTION = "GMACs = 10⁹ multiply-adds, fvcore convention, image tower only"
@@ -64,9 +64,7 @@ class ProfileSettings:
     dataset: str | None = None  # real images (and their indices) instead of noise; golden needs them
     split: str = "test"
     dataset_root: Path | None = None
-    rankings: tuple[Path, ...] = ()
-    predictor: Path | None = None
-    tokens: Path | None = None
+    files: ResourceFiles = field(default_factory=ResourceFiles)
     quick_gelu: bool | None = None
     repeats: int = 5
     warmup: int = 2
@@ -389,13 +387,13 @@ def run_profile(settings: ProfileSettings, progress: Progress | None = None) -> 
 
     say = progress or (lambda message: None)
     check_device(settings.device)
-    rows_to_run = expand_rows(settings.methods, settings.budgets)
     say(f"loading {settings.model} ({settings.pretrained})")
     loaded = load_model(
         settings.model, settings.pretrained, device=settings.device, seed=settings.seed, quick_gelu=settings.quick_gelu
     )
+    resources = load_resources(loaded, settings.methods, settings.files)
+    rows_to_run = expand_rows(expand_all(settings.methods, resources), settings.budgets)
     specs = [(name, knobs) for name, knobs, _ in rows_to_run]
-    resources = load_resources(loaded, specs, settings.rankings, settings.predictor, settings.tokens)
     if settings.dataset is None and any("rankings" in method_class(name).requires for name, _ in specs):
         raise CliprankError("golden prunes with each image's searched ranking: pass --dataset NAME (and --rankings)")
     configured = [

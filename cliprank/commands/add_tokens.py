@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cliprank.commands import app
 from cliprank.commands.evaluate import EMBEDDED_DATASETS, progress_bar
-from cliprank.commands.options import QuickGeluOption, set_threads, split_list
+from cliprank.commands.options import QuickGeluOption, resource_files, set_threads, split_list
 from cliprank.recipes import RecipeOption
 
 
@@ -82,8 +82,7 @@ def add_tokens_command(
             val_split=val_split,
             limit=limit,
             dataset_root=dataset_root,
-            rankings=list(rankings or []),
-            predictor=predictor,
+            files=resource_files(rankings, predictor),
             settings=TokenTrainSettings(
                 objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
             ),

@@ -10,8 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption, parse_models, resolve_methods, set_threads
-from cliprank.methods.spec import parse_budgets
+from cliprank.commands.options import QuickGeluOption, parse_models, resource_files, set_threads
+from cliprank.methods.spec import parse_budgets, parse_method_specs
 from cliprank.recipes import RecipeOption
 
 EMBEDDED_DATASETS = "digits,textiles,faces"
@@ -76,7 +76,7 @@ def evaluate_command(
     settings = EvaluateSettings(
         models=models,
         datasets=datasets,
-        methods=resolve_methods(method, models, rankings, predictor, tokens),
+        methods=parse_method_specs(method),
         budgets=parse_budgets(budget),
         out=out,
         split=split,
@@ -88,9 +88,7 @@ def evaluate_command(
         device=device,
         seed=seed,
         threads=threads,
-        rankings=list(rankings or []),
-        predictor=predictor,
-        tokens=tokens,
+        files=resource_files(rankings, predictor, tokens),
         measure_speed=speed,
         count_flops=flops,
         quick_gelu=quick_gelu,

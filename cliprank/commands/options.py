@@ -1,4 +1,4 @@
-"""Parsing shared by commands: model lists, budgets, method lists, threads."""
+"""Parsing shared by commands: model lists, resource files, threads."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ import torch
 import typer
 
 from cliprank.errors import CliprankError
-from cliprank.methods.spec import MethodSpec, parse_method_specs
+from cliprank.resources import ResourceFiles
 
 QuickGeluOption = typer.Option(
     None,
     "--quick-gelu/--no-quick-gelu",
     help="Force QuickGELU on or off (default: decided from the weights; OpenAI weights need it).",
 )
-
-# `--method all`: every method, in report order; those needing missing resources are dropped with a note.
-ALL_METHODS = ("none", "random", "topk", "evit", "tome", "ats", "golden", "predictor", "predictor+tokens")
 
 
 def split_list(text: str) -> list[str]:
@@ -35,26 +32,10 @@ def parse_models(models: str, pretrained: str) -> list[tuple[str, str]]:
     return list(zip(names, tags))
 
 
-def resolve_methods(
-    text: str,
-    models: list[tuple[str, str]],
-    rankings: list[Path] | None,
-    predictor: Path | None,
-    tokens: Path | None,
-) -> list[MethodSpec]:
-    """Method specs; `all` expands to every method whose inputs exist for these models."""
-    if text.strip() != "all":
-        return parse_method_specs(text)
-    from cliprank.models import embedded
-
-    embedded_only = all(pretrained == embedded.TAG for _, pretrained in models)
-    available = {
-        "golden": bool(rankings) or (embedded_only and embedded.has_rankings()),
-        "predictor": predictor is not None or (embedded_only and embedded.has_predictor()),
-        "predictor+tokens": (predictor is not None or (embedded_only and embedded.has_predictor()))
-        and (tokens is not None or (embedded_only and embedded.has_tokens())),
-    }
-    return [(name, {}) for name in ALL_METHODS if available.get(name, True)]
+def resource_files(
+    rankings: list[Path] | None = None, predictor: Path | None = None, tokens: Path | None = None
+) -> ResourceFiles:
+    return ResourceFiles(tuple(rankings or ()), predictor, tokens)
 
 
 def set_threads(threads: int | None) -> None:

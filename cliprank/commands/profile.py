@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption
+from cliprank.commands.options import QuickGeluOption, resource_files
 from cliprank.recipes import RecipeOption
 
 if TYPE_CHECKING:
@@ -104,9 +104,7 @@ def profile(
         dataset=dataset,
         split=split,
         dataset_root=dataset_root,
-        rankings=tuple(rankings or ()),
-        predictor=predictor,
-        tokens=tokens,
+        files=resource_files(rankings, predictor, tokens),
         quick_gelu=quick_gelu,
     )
     status = Console(stderr=True)

@@ -15,6 +15,7 @@ from cliprank.methods.budget import solve
 from cliprank.methods.registry import method_class
 from cliprank.methods.with_tokens import SUFFIX
 from cliprank.models.loading import LoadedModel
+from cliprank.resources import ResourceFiles, load_resources
 from cliprank.tokens.io import LoadedTokens, TokensSet, save_tokens
 from cliprank.tokens.model import LearnedTokens, TokenConfig
 from cliprank.tokens.train import SplitData, TokenTrainSettings, check_token_config, prepare_split, train_tokens
@@ -35,24 +36,8 @@ class TokensJob:
     val_split: str = "val"
     limit: int | None = None
     dataset_root: Path | None = None
-    rankings: list[Path] = field(default_factory=list)
-    predictor: Path | None = None
+    files: ResourceFiles = field(default_factory=ResourceFiles)  # rankings or predictor the method needs
     settings: TokenTrainSettings = field(default_factory=TokenTrainSettings)
-
-
-def base_resources(model: LoadedModel, job: TokensJob, base: type[Method]) -> Resources:
-    resources = Resources()
-    if "rankings" in base.requires:
-        from cliprank.models import embedded
-        from cliprank.search.store import RankingIndex
-
-        paths = job.rankings or ([embedded.rankings_dir()] if model.pretrained == embedded.TAG else [])
-        resources.rankings = RankingIndex(paths, model.fingerprint)
-    if "predictor" in base.requires:
-        from cliprank.predictor.io import default_predictor_path, load_predictor
-
-        resources.predictor = load_predictor(job.predictor or default_predictor_path(model), model)
-    return resources
 
 
 def solve_setup(model: LoadedModel, job: TokensJob, tokens: LearnedTokens, resources: Resources) -> Method:
@@ -92,7 +77,7 @@ def run_add_tokens(
     base = method_class(job.method)
     if "tokens" in base.requires:
         raise CliprankError(f"add-tokens: {job.method} has learned tokens already; give the method they are for")
-    resources = base_resources(model, job, base)
+    resources = load_resources(model, [(job.method, job.values)], job.files)
     block = job.block if job.block is not None else default_block(model, job, resources)
     check_token_config(job.count, block, job.placement, job.text_context, model.arch.depth, job.settings.objective)
     config = TokenConfig(
