@@ -34,7 +34,8 @@ from cliprank.errors import CliprankError
 from cliprank.methods import REGISTRY, Method
 from cliprank.methods.budget import solve
 from cliprank.models.loading import load_model
-from cliprank.profiling import CONVENTION, interleaved_medians, random_images, torch_threads
+from cliprank.report.profile import CONVENTION
+from cliprank.speed import interleaved_medians, random_images, torch_threads
 
 SCHEMA_VERSION = "cliprank.speedup/1"
 TARGET = 0.9  # measured speed-up should reach this fraction of the GMACs-implied one

@@ -68,14 +68,13 @@ def evaluate_command(
 ) -> None:
     """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
     from cliprank.distributed import Distributed
-    from cliprank.evaluate import EvaluateSettings, run_evaluation
+    from cliprank.evaluation.run import EvaluateJob, run_evaluate
+    from cliprank.models.loading import load_model
 
     models = parse_models(model, pretrained)
-    datasets = [d.strip() for d in (dataset or EMBEDDED_DATASETS).split(",") if d.strip()]
     set_threads(threads)
-    settings = EvaluateSettings(
-        models=models,
-        datasets=datasets,
+    job = EvaluateJob(
+        datasets=[d.strip() for d in (dataset or EMBEDDED_DATASETS).split(",") if d.strip()],
         methods=parse_method_specs(method),
         budgets=parse_budgets(budget),
         out=out,
@@ -85,19 +84,16 @@ def evaluate_command(
         download=download,
         batch_size=batch_size,
         workers=workers,
-        device=device,
         seed=seed,
-        threads=threads,
         files=resource_files(rankings, predictor, tokens),
         measure_speed=speed,
         count_flops=flops,
-        quick_gelu=quick_gelu,
     )
     with Distributed.from_environment(device) as dist:
-        dist.log_to(out / "logs")
         with progress_bar() if dist.is_main else dist.quiet() as progress:
-            say = progress.console.print if progress is not None else (lambda message: None)
-            writer = run_evaluation(settings, progress, dist, log=lambda message: say(f"[yellow]{message}[/]"))
+            for name, weights in models:
+                loaded = load_model(name, weights, device=dist.device, quick_gelu=quick_gelu)
+                writer = run_evaluate(loaded, job, progress, dist)
         if dist.is_main:
             show_summary(writer)
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from cliprank.errors import CliprankError
 from cliprank.resources import ResourceFiles
@@ -41,3 +43,8 @@ def resource_files(
 def set_threads(threads: int | None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def status_line() -> Progress:
+    """A one-line spinner on stderr that says what is being done and leaves nothing behind (logs, pipes)."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}…"), console=Console(stderr=True), transient=True)
