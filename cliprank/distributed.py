@@ -194,8 +194,3 @@ class Distributed:
             self.local_rank,
         )
         return path
-
-    @contextlib.contextmanager
-    def quiet(self) -> Iterator[None]:
-        """The stand-in for a progress bar on ranks other than 0."""
-        yield None

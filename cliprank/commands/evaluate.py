@@ -6,27 +6,23 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption, parse_models, resource_files, set_threads
+from cliprank.commands.options import (
+    EMBEDDED_DATASETS,
+    QuickGeluOption,
+    parse_models,
+    progress_bar,
+    resource_files,
+    set_threads,
+    split_list,
+)
 from cliprank.methods.spec import parse_budgets, parse_method_specs
 from cliprank.recipes import RecipeOption
+from cliprank.report.grouping import means
 
-EMBEDDED_DATASETS = "digits,textiles,faces"
 DEFAULT_BUDGETS = "0.6,0.7,0.8,0.9"
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
 
 
 @app.command("evaluate")
@@ -67,6 +63,7 @@ def evaluate_command(
     recipe: str | None = RecipeOption,
 ) -> None:
     """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
+    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
     from cliprank.distributed import Distributed
     from cliprank.evaluation.run import EvaluateJob, run_evaluate
     from cliprank.models.loading import load_model
@@ -74,7 +71,7 @@ def evaluate_command(
     models = parse_models(model, pretrained)
     set_threads(threads)
     job = EvaluateJob(
-        datasets=[d.strip() for d in (dataset or EMBEDDED_DATASETS).split(",") if d.strip()],
+        datasets=split_list(dataset or EMBEDDED_DATASETS),
         methods=parse_method_specs(method),
         budgets=parse_budgets(budget),
         out=out,
@@ -90,7 +87,7 @@ def evaluate_command(
         count_flops=flops,
     )
     with Distributed.from_environment(device) as dist:
-        with progress_bar() if dist.is_main else dist.quiet() as progress:
+        with progress_bar(dist) as progress:
             for name, weights in models:
                 loaded = load_model(name, weights, device=dist.device, quick_gelu=quick_gelu)
                 writer = run_evaluate(loaded, job, progress, dist)
@@ -99,8 +96,6 @@ def evaluate_command(
 
 
 def show_summary(writer) -> None:
-    from cliprank.report.grouping import means
-
     console = Console()
     cells = means(writer.records)
     budgets = sorted({budget for _, budget in cells}, key=lambda b: (b is not None, b or 0))

@@ -1,16 +1,28 @@
-"""Parsing shared by commands: model lists, resource files, threads."""
+"""What the commands share: option parsing (models, lists, resource files), threads, the progress display."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.resources import ResourceFiles
+
+EMBEDDED_DATASETS = "digits,textiles,faces"
 
 QuickGeluOption = typer.Option(
     None,
@@ -43,6 +55,20 @@ def resource_files(
 def set_threads(threads: int | None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def progress_bar(dist: Distributed) -> AbstractContextManager[Progress | None]:
+    """Rank 0's progress bars; nothing on the other ranks."""
+    if not dist.is_main:
+        return nullcontext(None)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
 
 
 def status_line() -> Progress:

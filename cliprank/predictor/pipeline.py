@@ -90,11 +90,12 @@ def heldout_accuracy(
     return table
 
 
-def run_training(
+def run_train_predictor(
     model: LoadedModel, job: PredictorJob, progress: Any = None, dist: Distributed | None = None
 ) -> tuple[Path, dict[str, Any]]:
     """Train, judge and save a predictor. Under torchrun all ranks train; rank 0 alone judges and saves."""
     dist = dist or Distributed()
+    dist.log_to(job.out.with_name(job.out.name + ".logs"))
     index = RankingIndex(job.rankings, model.fingerprint)
     if not index:
         raise CliprankError("no rankings of this model were found in --rankings; run `cliprank search` for it first")

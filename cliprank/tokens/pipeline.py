@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from cliprank.data import load_dataset
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Method, Resources
@@ -15,10 +16,19 @@ from cliprank.methods.budget import solve
 from cliprank.methods.registry import method_class
 from cliprank.methods.with_tokens import SUFFIX
 from cliprank.models.loading import LoadedModel
+from cliprank.report.schema import json_ready
 from cliprank.resources import ResourceFiles, load_resources
 from cliprank.tokens.io import LoadedTokens, TokensSet, save_tokens
 from cliprank.tokens.model import LearnedTokens, TokenConfig
-from cliprank.tokens.train import SplitData, TokenTrainSettings, check_token_config, prepare_split, train_tokens
+from cliprank.tokens.train import (
+    SplitData,
+    TokenForward,
+    TokenTrainSettings,
+    check_token_config,
+    prepare_split,
+    train_tokens,
+    validate,
+)
 
 
 @dataclass
@@ -40,6 +50,14 @@ class TokensJob:
     settings: TokenTrainSettings = field(default_factory=TokenTrainSettings)
 
 
+def default_block(model: LoadedModel, job: TokensJob, resources: Resources) -> int:
+    """Where the tokens go by default: the first block the method, solved without them, changes."""
+    block = solve(job.method, model.arch, job.values, job.budget, resources).method.first_reduction_block()
+    if block is None:
+        raise CliprankError(f"add-tokens: {job.method} changes no tokens; say where the tokens go with --block")
+    return block
+
+
 def solve_setup(model: LoadedModel, job: TokensJob, tokens: LearnedTokens, resources: Resources) -> Method:
     """The method's setting the tokens are for, solved *with* the tokens' cost when a budget is given."""
     placeholder = LoadedTokens(tokens, {"method": job.method, "values": {}}, {}, job.out)
@@ -58,24 +76,14 @@ def sample_patch_tokens(splits: list[SplitData], seed: int, images: int = 512) -
     return torch.cat(rows)
 
 
-def default_block(model: LoadedModel, job: TokensJob, resources: Resources) -> int:
-    """Where the tokens go by default: the first block the method, solved without them, changes."""
-    block = solve(job.method, model.arch, job.values, job.budget, resources).method.first_reduction_block()
-    if block is None:
-        raise CliprankError(f"add-tokens: {job.method} changes no tokens; say where the tokens go with --block")
-    return block
-
-
 def run_add_tokens(
     model: LoadedModel, job: TokensJob, progress: Any = None, dist: Distributed | None = None
 ) -> tuple[Path, dict[str, Any]]:
     """Train, judge and save tokens. Under torchrun all ranks train; rank 0 alone judges and saves."""
-    from cliprank.data import load_dataset
-
     dist = dist or Distributed()
+    dist.log_to(job.out.with_name(job.out.name + ".logs"))
     job.settings.validate()
-    base = method_class(job.method)
-    if "tokens" in base.requires:
+    if "tokens" in method_class(job.method).requires:
         raise CliprankError(f"add-tokens: {job.method} has learned tokens already; give the method they are for")
     resources = load_resources(model, [(job.method, job.values)], job.files)
     block = job.block if job.block is not None else default_block(model, job, resources)
@@ -109,7 +117,7 @@ def run_add_tokens(
     history = train_tokens(model, method, tokens, train_splits, val_splits, job.settings, checkpoint, progress, dist)
     tokens.eval()
     without = _without_tokens(model, method, tokens, val_splits) if dist.is_main else None
-    setup = {"method": method.name, "values": _plain(method.values), "budget": job.budget}
+    setup = {"method": method.name, "values": json_ready(method.values), "budget": job.budget}
     info = {**history, "trained_on": job.datasets, "heldout_split": job.val_split, "heldout_without_tokens": without}
     if dist.is_main:
         save_tokens(job.out, tokens, model, setup, info)
@@ -120,11 +128,5 @@ def run_add_tokens(
 
 def _without_tokens(model, method, tokens, val_splits) -> dict[str, Any]:
     """The same validation with zero tokens: what the tokens are compared against."""
-    from cliprank.tokens.train import TokenForward, validate
-
     empty = LearnedTokens(TokenConfig(**{**tokens.config.to_dict(), "count": 0, "text_context": 0}))
     return validate(TokenForward(model, method, empty, tokens.config.block), val_splits)
-
-
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
