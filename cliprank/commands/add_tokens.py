@@ -17,9 +17,9 @@ from cliprank.commands.options import (
     set_threads,
     split_list,
 )
+from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
 from cliprank.methods.spec import parse_budgets, parse_method_specs
-from cliprank.recipes import RecipeOption
 
 
 @app.command("add-tokens")

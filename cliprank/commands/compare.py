@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cliprank.commands import app
-from cliprank.recipes import RecipeOption
+from cliprank.commands.recipes import RecipeOption
 
 
 @app.command("compare")

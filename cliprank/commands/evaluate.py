@@ -18,8 +18,8 @@ from cliprank.commands.options import (
     set_threads,
     split_list,
 )
+from cliprank.commands.recipes import RecipeOption
 from cliprank.methods.spec import parse_budgets, parse_method_specs
-from cliprank.recipes import RecipeOption
 from cliprank.report.grouping import means
 
 DEFAULT_BUDGETS = "0.6,0.7,0.8,0.9"

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from cliprank.commands import app
 from cliprank.commands.options import QuickGeluOption, resource_files, status_line
+from cliprank.commands.recipes import RecipeOption
 from cliprank.methods.spec import parse_budgets, parse_method_specs
-from cliprank.recipes import RecipeOption
 
 if TYPE_CHECKING:
     from cliprank.report.profile import ProfileResult

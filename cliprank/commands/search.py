@@ -9,7 +9,7 @@ from rich.console import Console
 
 from cliprank.commands import app
 from cliprank.commands.options import QuickGeluOption, progress_bar, set_threads
-from cliprank.recipes import RecipeOption
+from cliprank.commands.recipes import RecipeOption
 
 
 @app.command("search")

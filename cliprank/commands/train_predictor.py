@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cliprank.commands import app
 from cliprank.commands.options import EMBEDDED_DATASETS, QuickGeluOption, progress_bar, set_threads, split_list
-from cliprank.recipes import RecipeOption
+from cliprank.commands.recipes import RecipeOption
 
 
 @app.command("train-predictor")
