@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import typer.main
@@ -90,3 +93,16 @@ def test_shipped_recipes_are_package_data_with_valid_keys(name: str) -> None:
     assert path.parent == SHIPPED and SHIPPED.parent.name == "cliprank"
     _register_commands()
     assert load_recipe(path, typer.main.get_command(app).commands["evaluate"])
+
+
+def test_help_and_typed_input_checks_do_not_import_torch() -> None:
+    """`--help` answers at once: neither the commands nor the spec and budget parsers import torch."""
+    code = (
+        "import sys; from cliprank.cli import _register_commands; _register_commands()\n"
+        "from cliprank.methods.spec import parse_budgets, parse_method_specs\n"
+        "parse_method_specs('tome(r=8),evit'); parse_budgets('0.5,0.7')\n"
+        "print(sorted(m for m in ('torch', 'open_clip', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -9,6 +9,9 @@ import typer
 
 from cliprank.commands import app
 from cliprank.commands.recipes import RecipeOption
+from cliprank.errors import CliprankError
+from cliprank.report.compare import Tolerances, compare_reports, render_summary
+from cliprank.report.schema import load_report
 
 
 @app.command("compare")
@@ -28,10 +31,6 @@ def compare(
     recipe: str | None = RecipeOption,
 ) -> None:
     """Compare two reports record by record; print a Markdown summary and exit 1 on any regression."""
-    from cliprank.errors import CliprankError
-    from cliprank.report.compare import Tolerances, compare_reports, render_summary
-    from cliprank.report.schema import load_report
-
     tolerances = Tolerances(acc_points=acc_tol, gmacs_relative=gmacs_tol, throughput_relative=throughput_tol)
     result = compare_reports(load_report(base), load_report(new), tolerances)
     text = render_summary(result, str(base), str(new), tolerances)

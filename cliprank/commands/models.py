@@ -6,15 +6,16 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
+from cliprank.errors import CliprankError
 
 
 @app.command("methods")
 def list_methods() -> None:
     """List the token-reduction methods, their knobs and papers."""
-    from cliprank.methods import REGISTRY
+    from cliprank.methods.registry import methods  # imports torch: only for this command, never for --help
 
     table = Table("method", "knob", "parameters", "what it does", "paper")
-    for name, cls in sorted(REGISTRY.items()):
+    for name, cls in methods().items():
         params = ", ".join(f"{p.name}={p.default}" for p in cls.params)
         table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper)
     Console().print(table)
@@ -23,9 +24,8 @@ def list_methods() -> None:
 @app.command("models")
 def list_models() -> None:
     """List the open_clip models cliprank can prune (ViTs with a class token) and their tags."""
-    import open_clip
+    import open_clip  # open_clip and torch load here, for this command only: --help must not wait for them
 
-    from cliprank.errors import CliprankError
     from cliprank.models.loading import check_model_name, known_models
 
     table = Table("model", "pretrained tags")
@@ -42,7 +42,7 @@ def list_models() -> None:
 @app.command("datasets")
 def list_datasets() -> None:
     """List the dataset names `--dataset` accepts (embedded, CLIP_benchmark, imagefolder:PATH)."""
-    from cliprank.data import catalog
+    from cliprank.data import catalog  # imports torch: only for this command, never for --help
 
     table = Table("dataset", "what it is")
     for name, description in catalog().items():

@@ -1,11 +1,14 @@
-"""What the commands share: option parsing (models, lists, resource files), threads, the progress display."""
+"""What the commands share: option parsing (models, lists, resource files), threads, the progress display.
+
+Nothing here imports torch at import time: `cliprank --help` and bad options answer at once.
+"""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -18,9 +21,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
-from cliprank.resources import ResourceFiles
+
+if TYPE_CHECKING:
+    from cliprank.distributed import Distributed
+    from cliprank.resources import ResourceFiles
 
 EMBEDDED_DATASETS = "digits,textiles,faces"
 
@@ -49,11 +54,15 @@ def parse_models(models: str, pretrained: str) -> list[tuple[str, str]]:
 def resource_files(
     rankings: list[Path] | None = None, predictor: Path | None = None, tokens: Path | None = None
 ) -> ResourceFiles:
+    from cliprank.resources import ResourceFiles  # loads torch: only once the command runs, never for --help
+
     return ResourceFiles(tuple(rankings or ()), predictor, tokens)
 
 
 def set_threads(threads: int | None) -> None:
     if threads is not None:
+        import torch  # only once the command runs: --help must not wait for torch
+
         torch.set_num_threads(threads)
 
 
