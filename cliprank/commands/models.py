@@ -11,13 +11,14 @@ from cliprank.errors import CliprankError
 
 @app.command("methods")
 def list_methods() -> None:
-    """List the token-reduction methods, their knobs and papers."""
+    """List the token-reduction methods — built in, or installed by other packages — their knobs and papers."""
     from cliprank.methods.registry import methods  # imports torch: only for this command, never for --help
 
-    table = Table("method", "knob", "parameters", "what it does", "paper")
+    table = Table("method", "knob", "parameters", "what it does", "paper", "from")
     for name, cls in methods().items():
         params = ", ".join(f"{p.name}={p.default}" for p in cls.params)
-        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper)
+        source = "cliprank" if cls.__module__.startswith("cliprank.") else cls.__module__
+        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper, source)
     Console().print(table)
 
 

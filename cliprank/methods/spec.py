@@ -4,7 +4,8 @@ A spec list is split on the commas outside parentheses and brackets; each spec i
 optional `key=value` knobs in parentheses. Values are read as YAML (`8` → int, `0.7` → float,
 `[3,6,9]` → list, `true` → bool, anything else → text), the same reader recipes use, so a knob looks
 the same on the command line and in a recipe. Names and knobs are checked later, by the method itself,
-which knows its valid parameters; this module only checks the syntax.
+which knows its valid parameters; this module only checks the syntax. A method defined outside cliprank
+can be named by its import path, `package.module:Class(keep=0.5)` (see `cliprank.methods.registry`).
 
 Budgets are fractions of the unpruned model's GMACs in (0, 1]; `none` (or nothing) means "knobs as given".
 
@@ -22,7 +23,7 @@ from cliprank.errors import CliprankError
 
 MethodSpec = tuple[str, dict[str, Any]]
 
-_NAME = re.compile(r"^[A-Za-z_][\w\-+]*$")
+_NAME = re.compile(r"^(?:[A-Za-z_][\w.]*:)?[A-Za-z_][\w\-+]*$")  # name, or module.path:Class
 _OPENING = {"(": ")", "[": "]", "{": "}"}
 
 
