@@ -87,7 +87,7 @@ def run_profile(
     specs = expand_all(job.methods, resources)
     readers = [name for name, _ in specs if "rankings" in method_class(name).requires]
     if job.dataset is None and readers:
-        raise CliprankError(f"{', '.join(readers)} prune with each image's searched ranking: pass --dataset NAME")
+        raise CliprankError(f"{', '.join(readers)}: pruning by each image's searched ranking needs --dataset NAME")
     rows = solve_rows(model.arch, specs, job.budgets, resources)
     images = probe_images(model, job, job.images, offset=0)
     batch = probe_images(model, job, job.batch_size, offset=1)

@@ -159,6 +159,7 @@ def run_main(args, capsys):
         ([*TINY, "--method", "topk(kep=0.5)"], "unknown parameter"),
         ([*TINY, "--method", "topk(keep=0.5"], "bracket"),
         ([*TINY, "--method", "golden"], "rankings"),
+        (["--method", "golden", "--budget", "0.8"], "--dataset"),  # the embedded model ships rankings
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(args, message, capsys):
