@@ -76,15 +76,20 @@ def logits(image_embeddings: torch.Tensor, classifier: torch.Tensor) -> torch.Te
     return LOGIT_SCALE * F.normalize(image_embeddings.float(), dim=-1) @ classifier.float()
 
 
+def top1_correct(scores: torch.Tensor, labels: torch.Tensor) -> list[bool]:
+    """Whether each image's highest logit is its label, in the order given."""
+    return (scores.argmax(dim=1) == labels).tolist()
+
+
 def metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """acc1, acc5 and mean per-class recall from logits (N, K) and labels (N,)."""
     classes = scores.shape[1]
     top1 = scores.argmax(dim=1)
-    acc1 = float((top1 == labels).float().mean())
+    acc1 = float((top1 == labels).double().mean())
     if classes >= 5:
         top5 = scores.topk(5, dim=1).indices
-        acc5 = float((top5 == labels[:, None]).any(dim=1).float().mean())
+        acc5 = float((top5 == labels[:, None]).any(dim=1).double().mean())
     else:
         acc5 = float("nan")
-    recalls = [float((top1[labels == k] == k).float().mean()) for k in labels.unique().tolist()]
+    recalls = [float((top1[labels == k] == k).double().mean()) for k in labels.unique().tolist()]
     return {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": sum(recalls) / len(recalls)}

@@ -67,6 +67,9 @@ def test_report_compare_round_trip_and_injected_regression(tmp_path) -> None:
     topk["metrics"]["acc1"] -= 0.05
     worse = tmp_path / "worse.json"
     worse.write_text(json.dumps(data))
+    assert run(["compare", str(report), str(worse)]) == 2  # the per-image results no longer add up to acc1
+    topk["acc1_per_image"] = topk["acc1_ci95"] = None
+    worse.write_text(json.dumps(data))
     assert run(["compare", str(report), str(worse)]) == 1
     assert (tmp_path / "a" / "report.md").is_file() and (tmp_path / "a" / "accuracy_vs_gmacs.png").stat().st_size > 0
 

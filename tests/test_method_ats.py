@@ -44,8 +44,9 @@ def chosen(mask: torch.Tensor) -> list[list[int]]:
 
 
 def test_sampling_picks_the_tokens_nearest_to_evenly_spaced_cdf_points():
-    # points 1, .553, .105 → b0, b2, b1
-    assert chosen(sample_tokens(SCORES, ALL, 3)) == [[0, 1, 2]]
+    # 3 points for 5 tokens: the official code matches them only against the 3 most significant tokens'
+    # CDF values (b4 .263, b2 .474, b0 1): points 1, .553, .105 → b0, b2, b4 (b1's .105 is outside the window)
+    assert chosen(sample_tokens(SCORES, ALL, 3)) == [[0, 2, 4]]
     # points 1, .702, .404, .105 → b0, b2, b2, b1: the repeat counts once, so 3 < K − 1 = 4 survive
     assert chosen(sample_tokens(SCORES, ALL, 4)) == [[0, 1, 2]]
     # as many points as tokens still drops the least significant one (b3)

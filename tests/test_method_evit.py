@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
@@ -12,6 +14,7 @@ from cliprank.errors import CliprankError
 from cliprank.methods import method_class
 from cliprank.methods.budget import solve
 from cliprank.methods.evit import evit_op, reorganize
+from cliprank.methods.topk import kept_after
 from cliprank.models import load_model
 from cliprank.models.arch import VisionArch
 
@@ -81,6 +84,22 @@ def test_keeps_the_most_attended_and_fuses_the_rest_with_unnormalised_attention(
     assert torch.allclose(out.x[0, 3], fused)
     assert out.size[0].tolist() == [1.0, 1.0, 1.0, 6.0]
     assert torch.equal(out.x[0, 0], state.x[0, 0])
+
+
+def test_normalised_fusion_is_the_attention_weighted_mean_of_the_fused_tokens():
+    out = evit_op(0.4, fuse=True, normalize_fused=True)(hand_state(), context_with(CLS_ROWS))
+    fused = (0.05 * torch.tensor(X[1]) + 0.10 * torch.tensor(X[3]) + 0.15 * torch.tensor(X[4])) / 0.30
+    assert torch.allclose(out.x[0, 3], fused)
+    assert out.pos[0].tolist() == [0, 1, 3, FUSED] and out.size[0].tolist() == [1.0, 1.0, 1.0, 6.0]
+    assert EViT(VIT_B_16, keep=0.7, normalize_fused=True).schedule() == EViT(VIT_B_16, keep=0.7).schedule()
+
+
+def test_kept_count_is_the_official_ceil_in_floating_point():
+    # evit.py L209: left_tokens = math.ceil(keep_rate * (N - 1)); 0.07 · 100 is 7.000000000000001 there
+    assert kept_after(0.07, 100) == 8
+    for keep in [k / 100 for k in range(1, 101)]:
+        for body in (10, 50, 64, 100, 139, 196):
+            assert kept_after(keep, body) == max(1, math.ceil(keep * body))
 
 
 def test_fused_token_is_an_ordinary_body_token_at_the_next_location():
@@ -157,6 +176,7 @@ def test_budget_picks_the_costliest_keep_within_budget():
         ({"keep": 0.7, "blocks": (3, 12)}, "outside 0..11"),
         ({"keep": 0.7, "blocks": (6, 3)}, "increasing order"),
         ({"keep": 0.7, "fuse": "maybe"}, "true or false"),
+        ({"keep": 0.7, "fuse": False, "normalize_fused": True}, "set fuse=true or drop it"),
         ({"keep": 0.7, "locations": (3,)}, "unknown parameter(s) locations"),
         ({}, "set keep=FRACTION or pass --budget"),
     ],

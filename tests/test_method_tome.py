@@ -47,11 +47,12 @@ def hand_state(x_body, size_body, keys_body, cls_key=(2.0, 2.0)):
     return state, context
 
 
-# body tokens b0..b3: A = {b0, b2}, B = {b1, b3}. b2's keys are parallel to b3's (similarity 1);
-# b0's best match is b3 (similarity 0), beating b1 (-0.71). CLS has the very keys of b3.
+# body tokens b0..b3. ToMe splits the whole sequence, class token first: A = {CLS, b1, b3}, B = {b0, b2}.
+# b3's keys are parallel to b2's (similarity 1); b1's best match is b2 (similarity 0), beating b0 (-0.71).
+# CLS has the very keys of b2, and never merges.
 X = [[4.0, 4.0], [9.0, 9.0], [2.0, 0.0], [0.0, 4.0]]
 SIZES = [2.0, 1.0, 1.0, 3.0]
-KEYS_BODY = [[1.0, -1.0], [0.0, 1.0], [1.0, 1.0], [2.0, 2.0]]
+KEYS_BODY = [[0.0, 1.0], [1.0, -1.0], [2.0, 2.0], [1.0, 1.0]]
 
 
 def test_reference_gmacs_on_vit_b_16():
@@ -93,19 +94,19 @@ def test_merge_takes_the_most_similar_pair_by_size_weighted_mean():
     merged = merge_op(1)(state, context)
     assert merged.tokens == 4
     assert torch.equal(merged.x[0, 0], state.x[0, 0])  # CLS untouched
-    assert merged.pos[0].tolist() == [0, 1, 2, 4]  # [CLS, unmerged A: b0, B: b1, b3 (took in b2)]
-    assert merged.size[0].tolist() == [1.0, 2.0, 1.0, 4.0]
+    assert merged.pos[0].tolist() == [0, 2, 1, 3]  # [CLS, unmerged A: b1, B: b0, b2 (took in b3)]
+    assert merged.size[0].tolist() == [1.0, 1.0, 2.0, 4.0]
     expected = (1 * torch.tensor([2.0, 0.0]) + 3 * torch.tensor([0.0, 4.0])) / 4
     assert torch.allclose(merged.x[0, 3], expected)
-    assert torch.allclose(merged.x[0, 1:3], torch.tensor([X[0], X[1]]))
+    assert torch.allclose(merged.x[0, 1:3], torch.tensor([X[1], X[0]]))
 
 
 def test_second_edge_merges_next_and_sizes_accumulate():
     state, context = hand_state(X, SIZES, KEYS_BODY)
     merged = merge_op(2)(state, context)
-    assert merged.pos[0].tolist() == [0, 2, 4]
-    assert merged.size[0].tolist() == [1.0, 1.0, 6.0]
-    expected = (2 * torch.tensor(X[0]) + 1 * torch.tensor(X[2]) + 3 * torch.tensor(X[3])) / 6
+    assert merged.pos[0].tolist() == [0, 1, 3]
+    assert merged.size[0].tolist() == [1.0, 2.0, 5.0]
+    expected = (1 * torch.tensor(X[1]) + 1 * torch.tensor(X[2]) + 3 * torch.tensor(X[3])) / 5
     assert torch.allclose(merged.x[0, 2], expected)
     # total size, i.e. the patches represented, is preserved
     assert merged.size.sum() == state.size.sum()

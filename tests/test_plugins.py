@@ -55,8 +55,9 @@ def plugin(tmp_path, monkeypatch) -> str:
     sys.modules.pop(module, None)
 
 
-def test_the_plugin_is_listed_with_the_built_ins(plugin, capsys) -> None:
+def test_the_plugin_is_listed_with_the_built_ins(plugin, capsys, monkeypatch) -> None:
     assert plugin in methods() and "tome" in methods()
+    monkeypatch.setenv("COLUMNS", "400")  # a table wide enough that no cell wraps
     assert run_cli(["methods"]) == 0
     listing = capsys.readouterr().out
     assert plugin in listing and "my_pruning" in listing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -45,12 +46,96 @@ def test_macs_are_counted_and_small() -> None:
     assert module.macs() <= 0.01 * unpruned_macs(arch)
 
 
-def test_kl_target_follows_the_paper() -> None:
+def test_graded_target_grades_every_removed_patch() -> None:
     ranking = torch.tensor([[3, 1, 0, 2]])
     target = kl_target(ranking, kept=2)
     logits = torch.zeros(4)
     logits[0], logits[2] = -5.0, -5.1
     assert torch.allclose(target[0], logits.softmax(0))
+
+
+def authors_ranking_to_prob_distribution(ranking: list[int]) -> torch.Tensor:
+    """CEWu/PatchRanking train_predictor.py L229-254, transcribed: the last 50 list entries get
+    −5 − 0.1·(list index), all others 0, then a softmax."""
+    scores = torch.zeros(len(ranking))
+    for index, rank in enumerate(ranking):
+        scores[rank] = -5 - index * 0.1 if index >= len(ranking) - 50 else 0
+    return scores.softmax(dim=-1)
+
+
+def test_authors_target_is_the_authors_distribution_on_196_patches() -> None:
+    rankings = torch.stack([torch.randperm(196, generator=torch.Generator().manual_seed(s)) for s in range(3)])
+    target = kl_target(rankings, kept=136, target="authors")
+    for row, ranking in zip(target, rankings):
+        assert torch.allclose(row, authors_ranking_to_prob_distribution(ranking.tolist()), atol=1e-7)
+    # on other patch counts the same fraction of the list (50/196) is graded: 16 of 64
+    small = kl_target(torch.arange(64).unsqueeze(0), kept=38, target="authors")[0]
+    assert (small[:48] == small[0]).all() and (small[48:] < small[0]).all()
+
+
+def test_pool_reduction_is_the_authors_parameter_free_head() -> None:
+    """The `pool` head equals the authors' Predictor (train_predictor.py L372-406): AdaptiveAvgPool1d over
+    channels, timm's MixerBlock(dim, 197), Linear on the patch tokens — built here with timm itself."""
+    from timm.models.mlp_mixer import MixerBlock
+
+    config = PredictorConfig(tokens=197, width=768, dim=64, token_hidden=32, channel_hidden=256, reduction="pool")
+    ours = RankingPredictor(config)
+    mixer = MixerBlock(64, 197)
+    mixer.norm1, mixer.norm2 = torch.nn.LayerNorm(64), torch.nn.LayerNorm(64)  # our LayerNorm eps (1e-5)
+    mixer.mlp_tokens.fc1, mixer.mlp_tokens.fc2 = ours.token_mlp[0], ours.token_mlp[2]
+    mixer.mlp_channels.fc1, mixer.mlp_channels.fc2 = ours.channel_mlp[0], ours.channel_mlp[2]
+    mixer.norm1.load_state_dict(ours.norm_tokens.state_dict())
+    mixer.norm2.load_state_dict(ours.norm_channels.state_dict())
+    tokens = torch.randn(2, 197, 768)
+    theirs = ours.head(mixer(torch.nn.AdaptiveAvgPool1d(64)(tokens))[:, 1:]).squeeze(-1)
+    assert torch.allclose(ours(tokens), theirs, atol=1e-5)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in mixer.parameters()) + 65
+    assert config.macs() < PredictorConfig(tokens=197, width=768).macs()  # no 768×64 projection
+
+
+def test_presets_name_the_two_configurations() -> None:
+    from cliprank.predictor.train import SCHEDULES, preset_settings
+
+    authors = preset_settings("authors", epochs=3)
+    assert (authors.target, authors.reduction, authors.schedule, authors.epochs) == (
+        "authors",
+        "pool",
+        "cosine-epochs",
+        3,
+    )
+    assert preset_settings("cliprank") == TrainSettings()
+    assert preset_settings("authors", target="graded").target == "graded"
+    assert not SCHEDULES["cosine-epochs"].per_step and SCHEDULES["cosine-steps"].per_step
+    with pytest.raises(CliprankError, match="unknown preset"):
+        preset_settings("paper")
+    with pytest.raises(CliprankError, match="target='best' must be one of"):
+        preset_settings("cliprank", target="best").validate()
+
+
+def test_authors_schedule_anneals_per_epoch_to_1e4(tmp_path, monkeypatch) -> None:
+    data, val = planted_problem(n=64), planted_problem(n=32, seed=1)
+    settings = TrainSettings(epochs=3, batch_size=16, dim=8, channel_hidden=16, schedule="cosine-epochs", lr=1e-3)
+    rates = []
+
+    class Watch:
+        def add_task(self, *args, **kwargs):
+            return 0
+
+        def update(self, *args, **kwargs):
+            rates.append(optimizers[0].param_groups[0]["lr"])
+
+    optimizers = []
+    original = torch.optim.Adam
+
+    def capture(*args, **kwargs):
+        optimizers.append(original(*args, **kwargs))
+        return optimizers[-1]
+
+    monkeypatch.setattr(torch.optim, "Adam", capture)
+    train(_Model(17, 8), data, val, settings, tmp_path / "ckpt", progress=Watch())
+    # CosineAnnealingLR(T_max=3, eta_min=1e-4) after epochs 1, 2, 3
+    expected = [1e-4 + (1e-3 - 1e-4) * (1 + math.cos(math.pi * e / 3)) / 2 for e in (1, 2, 3)]
+    assert rates == pytest.approx(expected)
 
 
 def planted_problem(n: int = 256, tokens: int = 17, width: int = 8, seed: int = 0) -> TrainingData:

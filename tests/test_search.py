@@ -151,4 +151,46 @@ def test_golden_pruning_reproduces_the_search_score(tiny, tiny_images, tmp_path)
         full = encode(tiny.visual, tiny_images, Plan.identity(6))
     similarity = F.cosine_similarity(pruned, full)
     final = torch.stack([row[~row.isnan()][-1] for row in result.trajectory])
-    assert torch.allclose(similarity, final, atol=1e-5)
+    assert torch.allclose(similarity.double(), final, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def shipped_and_real_images():
+    from cliprank.data.registry import load_dataset
+    from cliprank.models import embedded, load_model
+
+    model = load_model(embedded.MODEL_NAME, embedded.TAG)
+    images = []
+    for name in ("digits", "textiles", "faces"):
+        data = load_dataset(name, "test", transform=model.preprocess, limit=1)
+        images += [data.dataset[i][0] for i in range(len(data))]
+    return model, torch.stack(images)
+
+
+def test_single_patch_search_is_decided_by_scores_not_ties(shipped_and_real_images) -> None:
+    """With 1×1 units one patch barely moves the embedding: no two candidates of an image may score the
+    same (a float32 cosine ties for ~10% of them), and the rankings equal those of the model run in float64."""
+    import copy
+
+    from cliprank.engine.forward import embed, pool, run_blocks
+    from cliprank.search.greedy import CandidateEvaluator, make_scorer
+
+    model, images = shipped_and_real_images
+    settings = SearchSettings(unit=1, step_tokens=6, total=0.4)
+    identity = Plan.identity(model.arch.depth)
+    with torch.no_grad():
+        entering = run_blocks(model.visual, embed(model.visual, images), identity, stop=settings.block)
+        reference = pool(model.visual, run_blocks(model.visual, entering, identity, start=settings.block))
+    score = make_scorer(settings.score, reference, None, None)
+    evaluator = CandidateEvaluator(model.visual, entering.x, settings.block, 32768)
+    ties = []
+
+    def score_sets(image_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        scores = score(evaluator.embeddings(image_ids, keep), image_ids)
+        ties.extend(len(scores[image_ids == i]) - len(scores[image_ids == i].unique()) for i in image_ids.unique())
+        return scores
+
+    found = greedy_rankings(score_sets, len(images), model.arch.grid, settings)
+    assert sum(ties) == 0
+    exact, _ = search_batch(copy.deepcopy(model.visual).double(), model.arch, images.double(), settings)
+    assert torch.equal(found.ranking, exact.ranking)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cliprank.commands import app
 from cliprank.commands.options import (
@@ -20,7 +21,8 @@ from cliprank.commands.options import (
 )
 from cliprank.commands.recipes import RecipeOption
 from cliprank.methods.spec import parse_budgets, parse_method_specs
-from cliprank.report.grouping import means
+from cliprank.report.claims import mean_claims
+from cliprank.report.grouping import by_model, means
 
 DEFAULT_BUDGETS = "0.6,0.7,0.8,0.9"
 
@@ -96,23 +98,34 @@ def evaluate_command(
 
 
 def show_summary(writer) -> None:
+    """Mean acc1 per method and budget over the datasets, marked with what the paired tests support."""
     console = Console()
-    cells = means(writer.records)
-    budgets = sorted({budget for _, budget in cells}, key=lambda b: (b is not None, b or 0))
-    table = Table(title="mean zero-shot top-1 over datasets (Δ vs unpruned, points)")
-    table.add_column("method")
-    for value in budgets:
-        table.add_column("as specified" if value is None else f"budget {value:g}", justify="right")
-    for name in dict.fromkeys(spec for spec, _ in cells):
-        row = [name]
+    for (model, pretrained), records in by_model(writer.records).items():
+        cells, claims = means(records), mean_claims(records)
+        budgets = sorted({budget for _, budget in cells}, key=lambda b: (b is not None, b or 0))
+        table = Table(
+            title=f"{model}/{pretrained}: mean zero-shot top-1 over datasets, letters, Δ vs unpruned (points)",
+            caption="Δ*: a real difference (paired test on the same images, p < 0.05); a Δ without * is within "
+            "noise. Settings of one budget that share a letter are not significantly different ('a': the best).",
+        )
+        table.add_column("method")
         for value in budgets:
-            cell = cells.get((name, value))
-            row.append("" if cell is None else _cell_text(cell))
-        table.add_row(*row)
-    console.print(table)
+            table.add_column("as specified" if value is None else f"budget {value:g}", justify="right")
+        for name in dict.fromkeys(spec for spec, _ in cells):
+            row = [name]
+            for value in budgets:
+                cell = cells.get((name, value))
+                row.append(Text("") if cell is None else _cell_text(cell, claims.get(value), name))
+            table.add_row(*row)
+        console.print(table)
     console.print(f"report: {writer.json_path}, {writer.markdown_path}, {writer.plot_path}")
 
 
-def _cell_text(cell) -> str:
-    delta = "" if cell.delta is None or cell.reference else f" ({cell.delta:+.1f})"
-    return f"{100 * cell.acc1:.1f}{delta} · {cell.gmacs:.3f} G"
+def _cell_text(cell, claim, spec: str) -> Text:
+    letters = claim.letters.get(spec, "") if claim is not None else ""
+    text = Text(f"{100 * cell.acc1:.1f}" + (f" {letters}" if letters else ""))
+    if cell.delta is not None and not cell.reference:
+        real = claim is not None and claim.significant(spec)
+        text.append(f" ({cell.delta:+.1f}{'*' if real else ''})", style="bold" if real else "dim")
+    text.append(f" · {cell.gmacs:.3f} G")
+    return text

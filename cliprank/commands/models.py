@@ -14,11 +14,11 @@ def list_methods() -> None:
     """List the token-reduction methods — built in, or installed by other packages — their knobs and papers."""
     from cliprank.methods.registry import methods  # imports torch: only for this command, never for --help
 
-    table = Table("method", "knob", "parameters", "what it does", "paper", "from")
+    table = Table("method", "knob", "parameters", "what it does", "paper", "parity test against", "from")
     for name, cls in methods().items():
         params = ", ".join(f"{p.name}={p.default}" for p in cls.params)
         source = "cliprank" if cls.__module__.startswith("cliprank.") else cls.__module__
-        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper, source)
+        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper, cls.reference or "-", source)
     Console().print(table)
 
 

@@ -23,6 +23,16 @@ def train_predictor_command(
     val_split: str = typer.Option("val", help="Held-out split for validation (never the test split)."),
     limit: int | None = typer.Option(None, help="Use a deterministic subset of N images per dataset and split."),
     dataset_root: Path | None = typer.Option(None),
+    preset: str = typer.Option(
+        "cliprank",
+        help="Named configuration: cliprank (graded target, linear reduction, per-step cosine) or authors "
+        "(the authors' train_predictor.py: last-50-of-196 target, average-pool reduction, per-epoch cosine to 1e-4).",
+    ),
+    target: str | None = typer.Option(None, help="KL target: graded or authors (default: the preset's)."),
+    reduction: str | None = typer.Option(None, help="Channel reduction: linear or pool (default: the preset's)."),
+    schedule: str | None = typer.Option(
+        None, help="Learning-rate schedule: cosine-steps or cosine-epochs (default: the preset's)."
+    ),
     loss: str = typer.Option("kl", help="kl (the paper's) or margin (pairwise margin ranking)."),
     epochs: int = typer.Option(50),
     batch_size: int = typer.Option(64),
@@ -43,11 +53,21 @@ def train_predictor_command(
     from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
     from cliprank.predictor.pipeline import PredictorJob, run_train_predictor
-    from cliprank.predictor.train import TrainSettings
+    from cliprank.predictor.train import preset_settings
 
     set_threads(threads)
-    settings = TrainSettings(
-        loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, dim=dim, seed=seed
+    settings = preset_settings(
+        preset,
+        target=target,
+        reduction=reduction,
+        schedule=schedule,
+        loss=loss,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        dim=dim,
+        seed=seed,
     )
     settings.validate()
     job = PredictorJob(

@@ -18,10 +18,12 @@ from cliprank.methods.base import Resources
 from cliprank.methods.budget import Row
 from cliprank.models.loading import LoadedModel
 from cliprank.ranking_agreement import agreement
+from cliprank.report.bits import pack_bits
 from cliprank.report.schema import RankingAgreement, Record, Throughput
+from cliprank.report.significance import wilson_interval
 from cliprank.search.store import RankingLookup
 from cliprank.speed import Speed
-from cliprank.zeroshot import metrics
+from cliprank.zeroshot import metrics, top1_correct
 
 TASK = "zeroshot_classification"
 
@@ -40,6 +42,7 @@ def build_record(
     method = row.method
     scores = torch.cat(results.logits)
     macs = float(torch.cat(results.macs).mean())
+    correct = top1_correct(scores, labels)
     return Record(
         dataset=dataset.name,
         model=model.name,
@@ -64,6 +67,8 @@ def build_record(
         latency_ms=None if speed is None else speed.latency_ms,
         peak_memory_mb=None if speed is None or speed.memory.peak_bytes is None else speed.memory.peak_bytes / 2**20,
         ranking_agreement=ranking_agreement(row, results, golden),
+        acc1_per_image=pack_bits(correct),
+        acc1_ci95=list(wilson_interval(sum(correct), len(correct))),
         extra=extra,
     )
 

@@ -12,12 +12,21 @@ value is nearest (the official rule; deterministic at inference); tokens hit mor
 once. So at most K − 1 body tokens survive, and fewer when the significance is concentrated: the
 kept count is input-adaptive.
 
-Knob: `K`, the paper's K — the most tokens that leave a stage, the class token included (extra
-tokens are protected and not counted): K − 1 points are sampled over the body. Like the authors'
-code, sampling happens even when K − 1 is not below the current body, so deduplication alone
-prunes. The declared schedule is the bound min(K − 1, body); executed per-image counts come from
-the Trace. Images that keep different counts are padded to the batch maximum and marked in
-`TokenState.valid`; a later stage samples only among valid tokens.
+Knob: `K`, the official block's `n_ref_tokens` (adaptivetokensampling/ATS,
+libs/models/transformers/ats_block.py L55-196): every stage draws K − 1 points, whatever the current
+count, so K bounds the tokens that leave a stage, the class token included (extra tokens are
+protected and not counted). Two consequences of the official code, kept here and checked by
+tests/test_parity.py against a transcription of it:
+- sampling happens even when K − 1 is not below the current body, so deduplication alone prunes;
+- when K − 1 *is* below the body, the official code matches the points only against the CDF values
+  of the K − 1 most significant tokens (it crops the CDF from the left to the number of points), so
+  every point below that window lands on its least significant token and fewer tokens survive. (The
+  official ViT passes the initial token count as `n_ref_tokens`, where this never happens.)
+The declared schedule is the bound min(K − 1, body); executed per-image counts come from the Trace.
+Images that keep different counts are padded to the batch maximum and marked in `TokenState.valid`;
+a later stage samples only among valid tokens, so an image's result never depends on its batch.
+Kept tokens stay in their original order (the official block orders them by significance; attention
+and class-token pooling do not depend on the order).
 """
 
 from __future__ import annotations
@@ -58,7 +67,10 @@ def sample_tokens(scores: torch.Tensor, valid: torch.Tensor, samples: int) -> to
     """Tokens (B, T) bool hit by `samples` evenly spaced points on the inverse of the scores' CDF.
 
     `scores` (B, T) are non-negative, `valid` (B, T) marks the tokens that may be chosen; invalid ones
-    take no part in the distribution and are never chosen.
+    take no part in the distribution and are never chosen. As in the official block, the CDF is
+    min-max normalised over all valid tokens, but when there are fewer points than valid tokens a point
+    is matched only against the `samples` most significant ones (the official code crops its CDF from
+    the left to the number of points), so points below that window all land on its lowest token.
     """
     inf = torch.tensor(float("inf"), device=scores.device)
     ranked, order = scores.masked_fill(~valid, float("-inf")).sort(dim=1)  # padding first, then ascending
@@ -71,9 +83,12 @@ def sample_tokens(scores: torch.Tensor, valid: torch.Tensor, samples: int) -> to
     start = torch.where(start.isinf(), torch.zeros_like(start), start)
     steps = torch.linspace(1.0, 0.0, samples, device=scores.device, dtype=cdf.dtype)  # [1.] when samples == 1
     points = start + (1.0 - start) * steps  # (B, samples), from 1 down to the smallest non-zero CDF value
-    # the nearest CDF value to each point: its sorted neighbours on either side (padding sits at -inf)
-    normalized = normalized.masked_fill(~valid_sorted, float("-inf")).contiguous()
-    above = torch.searchsorted(normalized, points.contiguous()).clamp(max=normalized.shape[1] - 1)
+    # candidates: the last `samples` sorted positions (valid tokens sort last, so these are the most significant)
+    width = normalized.shape[1]
+    candidate = valid_sorted & (torch.arange(width, device=scores.device) >= width - samples)
+    # the nearest candidate CDF value to each point: its sorted neighbours on either side (others sit at -inf)
+    normalized = normalized.masked_fill(~candidate, float("-inf")).contiguous()
+    above = torch.searchsorted(normalized, points.contiguous()).clamp(max=width - 1)
     below = (above - 1).clamp(min=0)
     gap_above = (normalized.gather(1, above) - points).abs()
     gap_below = (points - normalized.gather(1, below)).abs()
@@ -102,7 +117,7 @@ def ats_op(k: int):
         scores = significance(state, context)
         context.trace.record_patch_scores(state, scores, context.patches)
         valid = body_valid(state)
-        return compact(state, sample_tokens(scores, valid, min(k - 1, state.body_count)))
+        return compact(state, sample_tokens(scores, valid, k - 1))
 
     return op
 
@@ -118,6 +133,7 @@ class ATS(Method):
     name = "ats"
     summary = "keep the tokens hit by inverse-CDF sampling of attention × value-norm significance (adaptive)"
     paper = "Fayyaz et al., Adaptive Token Sampling for Efficient Vision Transformers, ECCV 2022"
+    reference = "adaptivetokensampling/ATS 9271257: libs/models/transformers/ats_block.py L36-355, vit.py L362-396"
     knob = "K"
     adaptive = True
     produces_ranking = True

@@ -57,6 +57,7 @@ class Method(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]  # citation of the method's paper
+    reference: ClassVar[str] = ""  # the official code its parity test (tests/test_parity.py) follows, if any
     params: ClassVar[tuple[Param, ...]] = ()
     knob: ClassVar[str | None] = None  # the parameter the budget solver sets
     adaptive: ClassVar[bool] = False  # input-adaptive: the declared schedule is an upper bound

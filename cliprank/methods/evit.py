@@ -9,7 +9,14 @@ heads. The top ``ceil(keep·body)`` of the *current* body stay, so `keep` compou
 (0.7 at three locations leaves about 0.7³ of the patches). The others are not thrown away: they
 become one fused token, their sum weighted by their class-token attention as it is (not
 renormalised), appended to the body. The MLP and every later block run on the reduced set, and a
-fused token is an ordinary body token at the next location. Training-free as used here.
+fused token is an ordinary body token at the next location. Training-free as used here. This is the
+official code (youweiliang/evit, evit.py L192-267), checked by tests/test_parity.py.
+
+Used training-free on an early block, the official fusion gives a tiny token: the inattentive tokens'
+attention weights sum to far less than 1 (≈0.006 at block 1 of cliprank-tiny), so the fused token's
+norm is ≈0.12 against ≈20 for the others, and later blocks' class token can put a large share of its
+attention on that odd token. `normalize_fused=true` divides the weights by their sum (a weighted mean
+of the fused tokens) — not the paper's method, and labelled so in every report row that uses it.
 """
 
 from __future__ import annotations
@@ -41,11 +48,13 @@ from cliprank.models.arch import VisionArch
 KNOB_STEPS = 1000  # keep is solved on a grid of 1/1000
 
 
-def reorganize(state: TokenState, scores: torch.Tensor, kept: int, fuse: bool) -> TokenState:
+def reorganize(
+    state: TokenState, scores: torch.Tensor, kept: int, fuse: bool, normalize_fused: bool = False
+) -> TokenState:
     """Keep the `kept` body tokens with the highest `scores` (in their original order); fuse the rest.
 
     The fused token is Σ score·x over the dropped tokens, with the scores as given (EViT does not
-    renormalise them); its size is the sum of theirs and its pos is FUSED.
+    renormalise them) unless `normalize_fused`; its size is the sum of theirs and its pos is FUSED.
     """
     if kept >= state.body_count:
         return state
@@ -58,6 +67,8 @@ def reorganize(state: TokenState, scores: torch.Tensor, kept: int, fuse: bool) -
     channels = body_x.shape[-1]
     dropped = body_x.gather(1, rest.unsqueeze(-1).expand(-1, -1, channels))
     weights = scores.gather(1, rest).to(body_x.dtype)
+    if normalize_fused:
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
     fused = weights.unsqueeze(1) @ dropped  # (B, 1, C): a batched matmul, as FLOP counters expect
     fused_size = state.body(state.size).gather(1, rest).sum(dim=1, keepdim=True)
     fused_pos = torch.full_like(fused_size, FUSED, dtype=state.pos.dtype)
@@ -69,7 +80,7 @@ def reorganize(state: TokenState, scores: torch.Tensor, kept: int, fuse: bool) -
     )
 
 
-def evit_op(keep: float, fuse: bool):
+def evit_op(keep: float, fuse: bool, normalize_fused: bool = False):
     """The location operation: rank by head-mean CLS attention, keep, fuse (needs CLS_ATTENTION)."""
 
     def op(state: TokenState, context: LayerContext) -> TokenState:
@@ -77,7 +88,7 @@ def evit_op(keep: float, fuse: bool):
             raise RuntimeError("evit reduces rectangular batches only; it cannot follow an input-adaptive method")
         scores = cls_attention_scores(state, context)
         context.trace.record_patch_scores(state, scores, context.patches)
-        return reorganize(state, scores, kept_after(keep, state.body_count), fuse)
+        return reorganize(state, scores, kept_after(keep, state.body_count), fuse, normalize_fused)
 
     return op
 
@@ -90,6 +101,7 @@ class EViT(Method):
         "Liang et al., Not All Patches are What You Need: Expediting Vision Transformers via Token "
         "Reorganizations, ICLR 2022"
     )
+    reference = "youweiliang/evit 5ca95a7: evit.py L192-267, helpers.py L52-73"
     knob = "keep"
     produces_ranking = True
     params = (
@@ -108,6 +120,12 @@ class EViT(Method):
             lambda v, a: None if v is None else block_list(v, a),
         ),
         Param("fuse", True, "fuse the inattentive tokens into one extra token (false: drop them)", as_bool),
+        Param(
+            "normalize_fused",
+            False,
+            "fuse with attention weights divided by their sum (not the paper's EViT; default false: official)",
+            as_bool,
+        ),
     )
 
     def validate(self) -> None:
@@ -115,6 +133,8 @@ class EViT(Method):
             raise CliprankError("evit: set keep=FRACTION or pass --budget")
         if self.values["blocks"] is None:
             self.values["blocks"] = default_blocks(self.arch)
+        if self.values["normalize_fused"] and not self.values["fuse"]:
+            raise CliprankError("evit: normalize_fused applies to the fused token; set fuse=true or drop it")
 
     def stages(self) -> list[tuple[int, int, int]]:
         """(body entering attention, body kept, body entering MLP) per block, fused token included."""
@@ -140,7 +160,7 @@ class EViT(Method):
         )
 
     def plan(self) -> Plan:
-        op = evit_op(self.values["keep"], self.values["fuse"])
+        op = evit_op(self.values["keep"], self.values["fuse"], self.values["normalize_fused"])
         blocks = self.values["blocks"]
         return Plan.build(
             self.arch.depth,

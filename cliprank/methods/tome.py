@@ -2,13 +2,15 @@
 
 Bolya, Fu, Dai, Zhang, Feichtenhofer, Hoffman, "Token Merging: Your ViT But Faster", ICLR 2023.
 
-In every block, between attention and MLP, the body tokens are split alternately into two sets A
-and B and matched by cosine similarity of their keys (averaged over heads). Each A token points to
-its most similar B token; the `r` strongest of those edges merge their A token into its B token by
-a size-weighted average, so a merged token is the mean of every patch it stands for. The class
-token and extra tokens are never merged. At most half of the current body merges in one block.
-Sizes are tracked in the token state, and proportional attention (log size added to the attention
-logits) lets a merged token weigh as much as the patches it replaced. Training-free.
+In every block, between attention and MLP, the sequence is split alternately into two sets A and
+B — the class token first, in A, where it never merges, as in the official `bipartite_soft_matching`
+(facebookresearch/ToMe, tome/merge.py) — and matched by cosine similarity of the keys (averaged
+over heads). Each body token of A points to its most similar B token; the `r` strongest of those
+edges merge their A token into its B token by a size-weighted average, so a merged token is the
+mean of every patch it stands for. The class token and extra tokens are never merged. At most half
+of the current body merges in one block. Sizes are tracked in the token state, and proportional
+attention (log size added to the attention logits) lets a merged token weigh as much as the patches
+it replaced. Training-free.
 
 `r` is either one integer for every block, the same with a linear trend (`inflect`, ToMe's
 `(r, inflect)` schedule), or an explicit per-block list.
@@ -83,17 +85,20 @@ def merge_count(r: int, body: int) -> int:
 def bipartite_merge(state: TokenState, metric: torch.Tensor, r: int) -> TokenState:
     """Merge the `r` most similar A→B pairs of body tokens by size-weighted average.
 
-    `metric` (B, body, d) is the per-token matching feature (head-averaged keys). Set A holds the body
-    tokens at even positions, B those at odd ones. The merged body is [unmerged A tokens, B tokens]; a
-    merged token keeps its B token's `pos` and sums the sizes.
+    `metric` (B, body, d) is the per-token matching feature (head-averaged keys). The split is
+    ToMe's: the *whole* sequence alternates A, B, A, … starting with the class token, which sits in A
+    and never merges. So A holds body positions 1, 3, 5, … and B body positions 0, 2, 4, …. The merged
+    body is [unmerged A tokens in their order, B tokens]; a merged token keeps its B token's `pos` and
+    sums the sizes. Edges of equal similarity merge in A order (a stable sort).
     """
     count = merge_count(r, state.body_count)
     if count <= 0:
         return state
     metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    similarity = metric[:, 0::2] @ metric[:, 1::2].transpose(1, 2)  # (B, |A|, |B|): a matmul, as FLOP counters expect
+    src_set, dst_set = slice(1, None, 2), slice(0, None, 2)  # body positions of A (after CLS) and of B
+    similarity = metric[:, src_set] @ metric[:, dst_set].transpose(1, 2)  # (B, |A|, |B|): a matmul for counters
     best, match = similarity.max(dim=-1)
-    order = best.argsort(dim=-1, descending=True)
+    order = best.argsort(dim=-1, descending=True, stable=True)
     src = order[:, :count]  # A tokens that merge away
     stay = order[:, count:].sort(dim=-1).values  # A tokens left alone, in their original order
     dst = match.gather(1, src)  # the B token each merging A token joins
@@ -109,12 +114,12 @@ def bipartite_merge(state: TokenState, metric: torch.Tensor, r: int) -> TokenSta
         return tensor.gather(1, index)
 
     def merged(tensor: torch.Tensor) -> torch.Tensor:
-        a, b = tensor[:, 0::2], tensor[:, 1::2]
+        a, b = tensor[:, src_set], tensor[:, dst_set]
         target = dst.unsqueeze(-1).expand(-1, -1, channels) if tensor.dim() == 3 else dst
         return torch.cat([pick(a, stay), b.scatter_add(1, target, pick(a, src))], dim=1)
 
     new_weighted, new_size = merged(weighted), merged(size)
-    new_pos = torch.cat([pick(pos[:, 0::2], stay), pos[:, 1::2]], dim=1)
+    new_pos = torch.cat([pick(pos[:, src_set], stay), pos[:, dst_set]], dim=1)
     return state.rebuild_body(new_weighted / new_size.unsqueeze(-1), new_size, new_pos)
 
 
@@ -136,6 +141,7 @@ class ToMe(Method):
     name = "tome"
     summary = "merge the r most similar token pairs in every block (bipartite soft matching)"
     paper = "Bolya et al., Token Merging: Your ViT But Faster, ICLR 2023"
+    reference = "facebookresearch/ToMe af95e4b: tome/merge.py L16-97, tome/patch/timm.py"
     knob = "r"
     params = (
         Param(

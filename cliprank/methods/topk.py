@@ -23,7 +23,9 @@ from cliprank.models.arch import VisionArch
 
 
 def kept_after(keep: float, body: int) -> int:
-    return max(1, math.ceil(keep * body - 1e-9))
+    """EViT's count, `math.ceil(keep_rate * (N - 1))` (youweiliang/evit, evit.py L209), in floating point
+    as there: 0.07 of 100 is 7.000000000000001, so 8 tokens stay."""
+    return max(1, math.ceil(keep * body))
 
 
 @register
@@ -31,6 +33,7 @@ class TopK(Method):
     name = "topk"
     summary = "keep the patches with the highest CLS attention (no fusion)"
     paper = "Liang et al., Not All Patches are What You Need (EViT), ICLR 2022 — selection without fusion"
+    reference = "youweiliang/evit 5ca95a7 with fuse_token=False: evit.py L192-267"
     knob = "keep"
     produces_ranking = True
     params = (

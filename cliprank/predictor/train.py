@@ -1,11 +1,20 @@
 """Train the ranking predictor on golden rankings: KL to a ranking-derived target, or a margin loss.
 
 Losses (Patch Ranking, Wu et al., WACV 2025):
-- `kl` (the paper's): the target distribution puts logit 0 on every patch the search kept and
-  −5 − 0.1·i on the i-th removed patch (i grows towards the least important), softmaxed; the loss is
-  KL(target ‖ softmax(scores)).
+- `kl` (the paper's): KL(target ‖ softmax(scores)), the target a softmax over per-patch logits built
+  from the ranking (see TARGETS);
 - `margin`: pairwise margin ranking — for sampled pairs (a ranked above b), max(0, m − (s_a − s_b)).
-Defaults follow the paper: Adam, lr 1e-3, weight decay 1e-4, cosine schedule, 50 epochs, batch 64.
+Adam, lr 1e-3, weight decay 1e-4, 50 epochs, batch 64, cosine schedule, as the authors.
+
+Two named configurations (`PRESETS`):
+- `cliprank` (default): the `graded` target, LayerNorm + Linear channel reduction, cosine annealing
+  per step down to 0. Every patch the search removed gets its own graded logit, so the predictor
+  learns the order of all removed patches, whatever the tower's patch count.
+- `authors`: CEWu/PatchRanking `train_predictor.py` as written — the `authors` target (L229-254:
+  logit −5 − 0.1·j for the list positions j of the ranking's last 50 entries of 196, 0 for all
+  others), the parameter-free average-pool reduction (L389-406), and CosineAnnealingLR stepped per
+  epoch down to 1e-4 (L411, L456). Its 50 of 196 entries become the same fraction of other patch
+  counts (16 of cliprank-tiny's 64).
 
 Training reads cached block features (`features.py`), validates every epoch on a held-out split
 (top-k overlap with the golden kept set, Kendall τ), keeps the best epoch, checkpoints atomically
@@ -29,13 +38,58 @@ from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.features import Features
-from cliprank.predictor.model import PredictorConfig, RankingPredictor
+from cliprank.predictor.model import REDUCTIONS, PredictorConfig, RankingPredictor
 from cliprank.ranking_agreement import agreement
 from cliprank.search.greedy import ranking_to_scores
 from cliprank.search.store import Rankings
 from cliprank.training import Trainable, run_epochs
 
 LOSSES = ("kl", "margin")
+AUTHORS_TAIL_FRACTION = 50 / 196  # the authors' target covers the last 50 of ViT-B/16's 196 ranking entries
+
+
+def graded_target_logits(ranking: torch.Tensor, kept: int) -> torch.Tensor:
+    """0 for every patch the search kept; −5 − 0.1·i for the i-th removed patch in ranking order."""
+    batch, patches = ranking.shape
+    removed = patches - kept
+    logits = torch.zeros(batch, patches)
+    values = (-5.0 - 0.1 * torch.arange(removed, dtype=torch.float32)).expand(batch, removed)
+    return logits.scatter_(1, ranking[:, kept:], values)
+
+
+def authors_target_logits(ranking: torch.Tensor, kept: int) -> torch.Tensor:
+    """The authors' `ranking_to_prob_distribution`: −5 − 0.1·j at list positions j of the last entries
+    (50 of 196, the same fraction elsewhere), 0 elsewhere; the search's kept count plays no part."""
+    batch, patches = ranking.shape
+    tail = max(1, round(AUTHORS_TAIL_FRACTION * patches))
+    positions = torch.arange(patches - tail, patches, dtype=torch.float32)
+    logits = torch.zeros(batch, patches)
+    return logits.scatter_(1, ranking[:, patches - tail :], (-5.0 - 0.1 * positions).expand(batch, tail))
+
+
+TARGETS = {"graded": graded_target_logits, "authors": authors_target_logits}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A learning-rate schedule: how to build it, and whether it steps per batch or per epoch."""
+
+    build: Any  # (optimizer, epochs, steps_per_epoch) -> torch LR scheduler
+    per_step: bool
+
+
+SCHEDULES = {
+    "cosine-steps": Schedule(
+        lambda optimizer, epochs, steps: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps),
+        per_step=True,
+    ),
+    "cosine-epochs": Schedule(
+        lambda optimizer, epochs, steps: torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=epochs, eta_min=1e-4
+        ),
+        per_step=False,
+    ),
+}
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +97,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainSettings:
     loss: str = "kl"
+    target: str = "graded"  # see TARGETS
+    schedule: str = "cosine-steps"  # see SCHEDULES
+    reduction: str = "linear"  # the predictor's channel reduction (PredictorConfig.reduction)
     epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-3
@@ -57,6 +114,9 @@ class TrainSettings:
     def validate(self) -> None:
         checks = {
             "loss": (self.loss in LOSSES, f"must be one of {', '.join(LOSSES)}"),
+            "target": (self.target in TARGETS, f"must be one of {', '.join(TARGETS)}"),
+            "schedule": (self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
+            "reduction": (self.reduction in REDUCTIONS, f"must be one of {', '.join(REDUCTIONS)}"),
             "epochs": (self.epochs >= 1, "must be >= 1"),
             "batch_size": (self.batch_size >= 1, "must be >= 1"),
             "lr": (self.lr > 0, "must be > 0"),
@@ -70,6 +130,20 @@ class TrainSettings:
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+PRESETS = {
+    "cliprank": {},
+    "authors": {"target": "authors", "reduction": "pool", "schedule": "cosine-epochs"},
+}
+
+
+def preset_settings(preset: str, **values: Any) -> TrainSettings:
+    """TrainSettings of a named configuration, with `values` (those not None) on top."""
+    if preset not in PRESETS:
+        raise CliprankError(f"train-predictor: unknown preset '{preset}'; use one of {', '.join(PRESETS)}")
+    given = {key: value for key, value in values.items() if value is not None}
+    return TrainSettings(**{**PRESETS[preset], **given})
 
 
 @dataclass
@@ -106,23 +180,19 @@ def concatenate(parts: list[TrainingData]) -> TrainingData:
     return TrainingData(torch.cat([p.tokens for p in parts]), torch.cat([p.ranking for p in parts]), kept.pop())
 
 
-def kl_target(ranking: torch.Tensor, kept: int) -> torch.Tensor:
-    """The paper's target distribution over patches for rankings (B, P)."""
-    batch, patches = ranking.shape
-    removed = patches - kept
-    target_logits = torch.zeros(batch, patches)
-    tail = ranking[:, kept:]
-    values = (-5.0 - 0.1 * torch.arange(removed, dtype=torch.float32)).expand(batch, removed)
-    target_logits.scatter_(1, tail, values)
-    return target_logits.softmax(dim=1)
+def kl_target(ranking: torch.Tensor, kept: int, target: str = "graded") -> torch.Tensor:
+    """The target distribution over patches for rankings (B, P), built by TARGETS[target]."""
+    return TARGETS[target](ranking, kept).softmax(dim=1)
 
 
-def kl_loss(scores: torch.Tensor, ranking: torch.Tensor, kept: int, batch: int | None = None) -> torch.Tensor:
+def kl_loss(
+    scores: torch.Tensor, ranking: torch.Tensor, kept: int, batch: int | None = None, target: str = "graded"
+) -> torch.Tensor:
     """KL(target ‖ softmax(scores)) summed over rows and divided by `batch` (default: these rows — batchmean).
 
     A distributed rank passes the global batch size, so the ranks' losses add up to the global mean.
     """
-    target = kl_target(ranking, kept).to(scores.device)
+    target = kl_target(ranking, kept, target).to(scores.device)
     return F.kl_div(scores.log_softmax(dim=1), target, reduction="sum") / (len(scores) if batch is None else batch)
 
 
@@ -182,7 +252,7 @@ def share_of_batch_loss(
     scores = module(data.tokens[mine].float().to(device))
     ranking = data.ranking[mine]
     if settings.loss == "kl":
-        return kl_loss(scores, ranking, data.kept, batch=len(rows))
+        return kl_loss(scores, ranking, data.kept, batch=len(rows), target=settings.target)
     hinge = margin_hinge(scores, ranking, high[part], low[part], valid[part], settings.margin)
     return hinge / valid.sum().clamp(min=1)
 
@@ -217,17 +287,22 @@ def train(
     dist = dist or Distributed()
     torch.manual_seed(settings.seed)
     config = (
-        PredictorConfig.for_arch(model.arch)
+        PredictorConfig.for_arch(model.arch, reduction=settings.reduction)
         if settings.dim is None
         else PredictorConfig.for_arch(
-            model.arch, dim=settings.dim, token_hidden=settings.token_hidden, channel_hidden=settings.channel_hidden
+            model.arch,
+            dim=settings.dim,
+            token_hidden=settings.token_hidden,
+            channel_hidden=settings.channel_hidden,
+            reduction=settings.reduction,
         )
     )
     module = RankingPredictor(config).to(model.device)
     dist.broadcast_module(module)
     optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
+    schedule = SCHEDULES[settings.schedule]
+    scheduler = schedule.build(optimizer, settings.epochs, steps_per_epoch)
     generator = torch.Generator().manual_seed(settings.seed)
     identity = {"settings": settings.key(), "model": model.fingerprint, "rows": len(train_data)}
     result = run_epochs(
@@ -273,6 +348,9 @@ def train_epoch(
             loss.backward()
         (loss,) = dist.sum_gradients(module.parameters(), loss)
         optimizer.step()
-        scheduler.step()
+        if SCHEDULES[settings.schedule].per_step:
+            scheduler.step()
         total += loss.item() * len(rows)
+    if not SCHEDULES[settings.schedule].per_step:
+        scheduler.step()
     return total / len(data)

@@ -1,9 +1,12 @@
-"""Compare two reports record by record: the CI gate behind `cliprank compare`.
+"""Compare two reports record by record: the CI gate behind `cliprank compare`; or two methods in one report.
 
 Records are matched by key. A regression is an acc1 drop beyond a tolerance in points, a relative
 GMACs increase beyond a tolerance, or (when asked for) a relative throughput drop. A BASE record missing
 from NEW makes the comparison unusable rather than passing: a gate that passes because a method stopped
 being evaluated would hide exactly the breakage it exists to catch.
+
+Inside one report, `compare_methods` pairs two methods on every dataset and budget they share and
+states an ordering only where the paired test on the same images supports it.
 
 Pure functions; the command only loads files, prints the summary and maps `exit_code` to the process.
 """
@@ -12,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cliprank.report import grouping
+from cliprank.report import claims, grouping, significance
 from cliprank.report.schema import Record, Report
+from cliprank.report.significance import PairedTest
 
 EPSILON = 1e-9  # a change exactly at the tolerance is not beyond it, whatever the float rounding
 INPUT_FIELDS = ("images", "dataset_fingerprint", "model_fingerprint", "gmacs_convention")
@@ -159,3 +163,91 @@ def _change_table(changes: list[Change]) -> list[str]:
         label = grouping.row_label(r).replace("|", "\\|")
         lines.append(f"| {model}{r.dataset} | {label} | {budget} | {change.metric} | {base} | {new} | {delta} |")
     return lines
+
+
+# --- two methods inside one report -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodPair:
+    """One paired comparison of method A against method B: on one dataset, or the mean over datasets."""
+
+    model: str
+    dataset: str  # a dataset name, or "mean over N datasets"
+    budget: float | None
+    a: float  # acc1 of A (fraction; the mean over datasets for a mean row)
+    b: float
+    a_interval: list[float] | None
+    b_interval: list[float] | None
+    test: PairedTest | None  # None: no per-image results to test with
+
+
+def _matches(record: Record, method: str) -> bool:
+    return method in (record.method_spec, record.method)
+
+
+def compare_methods(report: Report, method_a: str, method_b: str) -> list[MethodPair]:
+    """Paired tests of A against B on every dataset and budget both were evaluated at, then their means.
+
+    A method is named by its spec as the report shows it (`tome`, `evit(keep=0.7)`) or by its name.
+    """
+    pairs: list[MethodPair] = []
+    for (model, pretrained), records in grouping.by_model(report.records).items():
+        label = f"{model}/{pretrained}"
+        per_budget: dict[float | None, list[tuple[Record, Record]]] = {}
+        datasets = grouping.by_dataset(records)
+        for dataset, dataset_records in datasets.items():
+            for budget in grouping.budgets(dataset_records):
+                column = claims.column(dataset_records, budget)
+                a = next((r for r in column.values() if _matches(r, method_a)), None)
+                b = next((r for r in column.values() if _matches(r, method_b)), None)
+                if a is None or b is None or a is b:
+                    continue
+                per_budget.setdefault(budget, []).append((a, b))
+                test = significance.record_test(a, b)
+                pairs.append(MethodPair(label, dataset, budget, a.acc1, b.acc1, a.acc1_ci95, b.acc1_ci95, test))
+        for budget, matched in per_budget.items():
+            if len(datasets) > 1 and len(matched) == len(datasets):
+                mean_a = sum(a.acc1 for a, _ in matched) / len(matched)
+                mean_b = sum(b.acc1 for _, b in matched) / len(matched)
+                test = significance.mean_test(matched)
+                title = f"mean over {len(matched)} datasets"
+                pairs.append(MethodPair(label, title, budget, mean_a, mean_b, None, None, test))
+    return pairs
+
+
+def render_method_pairs(pairs: list[MethodPair], method_a: str, method_b: str, source: str) -> str:
+    """Markdown: every paired comparison of A against B, with the verdict the test supports."""
+    models = {p.model for p in pairs}
+    lines = [
+        f"## cliprank compare: {method_a} vs {method_b}",
+        "",
+        f"`{source}` · Δ = acc1({method_a}) − acc1({method_b}) in points; A only / B only = images only that "
+        f"method gets right. Per dataset: {significance.EXACT_MCNEMAR}; means: {significance.SIGN_FLIP}. "
+        f"An ordering is stated only where p < {significance.ALPHA:g}.",
+        "",
+        "| " + ("model | " if len(models) > 1 else "") + f"dataset | budget | {method_a} | {method_b} | Δ | "
+        "A only | B only | p | verdict |",
+        "| " + ("--- | " if len(models) > 1 else "") + "--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for pair in pairs:
+        model = f"{pair.model} | " if len(models) > 1 else ""
+        budget = "—" if pair.budget is None else f"{pair.budget:g}"
+        test = pair.test
+        if test is None:
+            counts, p_value, verdict = "n/a | n/a", "n/a", "not testable (no per-image results)"
+        else:
+            counts, p_value = f"{test.a_only} | {test.b_only}", f"{test.p_value:.3g}"
+            winner, loser = (method_a, method_b) if test.delta > 0 else (method_b, method_a)
+            verdict = f"{winner} > {loser}" if test.significant else "tie (within noise)"
+        delta = f"{100 * (pair.a - pair.b):+.2f}"
+        lines.append(
+            f"| {model}{pair.dataset} | {budget} | {_with_interval(pair.a, pair.a_interval)} | "
+            f"{_with_interval(pair.b, pair.b_interval)} | {delta} | {counts} | {p_value} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _with_interval(acc1: float, interval: list[float] | None) -> str:
+    text = f"{100 * acc1:.2f}"
+    return text if interval is None else f"{text} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"

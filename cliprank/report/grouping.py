@@ -113,6 +113,11 @@ def means(records: Iterable[Record]) -> dict[tuple[str, Budget], MeanCell]:
     return out
 
 
+def mean_acc1(records_by_dataset: dict[str, Record]) -> float:
+    """Unweighted mean acc1 over datasets (each dataset counts once, as in the mean tables)."""
+    return _mean(record.acc1 for record in records_by_dataset.values())
+
+
 def _mean(values: Iterable[float]) -> float:
     values = list(values)
     return math.fsum(values) / len(values)

@@ -2,8 +2,11 @@
 
 Per dataset, rows are methods (unpruned first) and each budget is a group of columns, so methods are
 compared at equal cost by reading down a column. Accuracy is in %, Δ in points against the unpruned
-model on the same dataset. Everything else a reviewer may want to check (knob values, schedules,
-counted vs analytic GMACs, latency, memory) sits in a collapsed section below.
+model on the same dataset. Which differences are real is marked, never left to the reader's eye: a Δ
+is bold when the paired test on the same images says it is not noise, and the settings of one column
+carry compact letters — two that share a letter are not significantly different (`significance`).
+Everything else a reviewer may want to check (knob values, schedules, acc1 intervals, counted vs
+analytic GMACs, latency, memory) sits in a collapsed section below.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from cliprank.report import grouping
+from cliprank.report import claims as claims_of
+from cliprank.report import grouping, significance
 from cliprank.report.grouping import Budget
 from cliprank.report.schema import Record, Report
 
@@ -59,6 +63,12 @@ def _header(report: Report) -> list[str]:
         "Budget *b* (`@b`) = at most *b* × the unpruned GMACs.",
         "- **Accuracy:** zero-shot acc1 in %; Δ = change vs the unpruned model on the same dataset, in points. "
         "The unpruned row repeats under every budget as its reference.",
+        f"- **Significance:** a **bold** Δ is a real difference: the paired test on the same images gives "
+        f"p < {significance.ALPHA:g} (per dataset the {significance.EXACT_MCNEMAR} test on the images one "
+        f"setting gets right and the other wrong; for means over datasets a {significance.SIGN_FLIP}); "
+        "a plain Δ is within noise. Superscript letters compare the settings of one column: two settings "
+        "that share a letter are not significantly different, and *a* marks the best group. Tests are per "
+        "comparison (no multiplicity correction); 95% Wilson intervals of every acc1 are in the details.",
         f"- **Run:** {env.device}, {env.precision}, {env.threads} threads, seed {seed}",
         f"- **Images per dataset:** {images}",
         *predictor,
@@ -79,23 +89,28 @@ def _columns(records: list[Record], reference_spec: str | None) -> list[Budget]:
 def _dataset_table(records: list[Record]) -> list[str]:
     reference = grouping.baseline(records)
     reference_spec = None if reference is None or reference.budget is not None else reference.method_spec
-    cells = {(r.method_spec, r.budget): r for r in records}
     budgets = _columns(records, reference_spec)
     timed = any(r.throughput is not None for r in records)
+    claims = claims_of.dataset_claims(records)
     header = ["method"]
     for budget in budgets:
         names = ["acc1", "Δ", "GMACs"] + (["img/s"] if timed else [])
         header += [_at(name, budget) for name in names]
     rows = []
+    columns = {budget: claims_of.column(records, budget) for budget in budgets}
     for spec, label in grouping.methods(records):
         row = [label]
         for budget in budgets:
-            record = cells.get((spec, budget)) or (reference if spec == reference_spec else None)
+            record = columns[budget].get(spec)
             if record is None:
                 row += [BLANK] * (4 if timed else 3)
                 continue
-            delta = "—" if record is reference else _signed(grouping.delta_points(record, reference))
-            row += [_pct(record.acc1), delta, f"{record.gmacs:.4g} ({100 * record.gmacs_fraction:.0f}%)"]
+            claim = claims[budget]
+            delta = (
+                "—" if record is reference else _bold(_signed(grouping.delta_points(record, reference)), claim, spec)
+            )
+            acc1 = _pct(record.acc1) + _sup(claim.letters.get(spec))
+            row += [acc1, delta, f"{record.gmacs:.4g} ({100 * record.gmacs_fraction:.0f}%)"]
             if timed:
                 row.append(BLANK if record.throughput is None else f"{record.throughput.images_per_second:.0f}")
         rows.append(row)
@@ -106,6 +121,7 @@ def _mean_table(records: list[Record], n_datasets: int) -> list[str]:
     means = grouping.means(records)
     reference_spec = next((spec for (spec, budget), cell in means.items() if cell.reference and budget is None), None)
     budgets = _columns(records, reference_spec)
+    claims = claims_of.mean_claims(records)
     header = ["method"] + [_at(name, b) for b in budgets for name in ("acc1", "Δ")]
     rows, partial = [], False
     for spec, label in grouping.methods(records):
@@ -117,7 +133,9 @@ def _mean_table(records: list[Record], n_datasets: int) -> list[str]:
                 continue
             mark = "" if cell.datasets == n_datasets else "†"
             partial = partial or bool(mark)
-            row += [_pct(cell.acc1) + mark, "—" if cell.reference else _signed(cell.delta)]
+            claim = claims[budget]
+            delta = "—" if cell.reference else _bold(_signed(cell.delta), claim, spec)
+            row += [_pct(cell.acc1) + mark + _sup(claim.letters.get(spec)), delta]
         rows.append(row)
     note = ["", f"† mean over fewer than all {n_datasets} datasets."] if partial else []
     return _table(header, rows) + note
@@ -144,7 +162,7 @@ def _agreement_table(records: list[Record]) -> list[str]:
 def _details(records: list[Record]) -> list[str]:
     header = [
         "dataset", "method", "budget", "params", "GMACs analytic", "GMACs counted", "tokens per block (attention)",
-        "acc5", "per-class recall", "latency ms", "peak MB", "img/s (batch, threads)",
+        "acc1 95% CI", "acc5", "per-class recall", "latency ms", "peak MB", "img/s (batch, threads)",
     ]  # fmt: skip
     rows = []
     for r in grouping.sorted_records(records):
@@ -162,6 +180,7 @@ def _details(records: list[Record]) -> list[str]:
                 f"{r.gmacs_analytic:.4g}",
                 BLANK if r.gmacs_counted is None else f"{r.gmacs_counted:.4g}",
                 _run_length(r.schedule.get("attention", [])),
+                BLANK if r.acc1_ci95 is None else f"{_pct(r.acc1_ci95[0])}–{_pct(r.acc1_ci95[1])}",
                 _pct(r.metrics.get("acc5", math.nan)),
                 _pct(r.metrics.get("mean_per_class_recall", math.nan)),
                 BLANK if r.latency_ms is None else f"{r.latency_ms:.2f}",
@@ -198,6 +217,15 @@ def _budget(budget: Budget) -> str:
 
 def _pct(fraction: float) -> str:
     return "n/a" if fraction is None or math.isnan(fraction) else f"{100 * fraction:.2f}"
+
+
+def _bold(text: str, claim: claims_of.ColumnClaims, spec: str) -> str:
+    """Δ text, bold when the paired test against the unpruned model says the difference is real."""
+    return f"**{text}**" if claim.significant(spec) else text
+
+
+def _sup(letters: str | None) -> str:
+    return f"<sup>{letters}</sup>" if letters else ""
 
 
 def _signed(points: float | None) -> str:

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from cliprank.errors import CliprankError
+from cliprank.report.bits import unpack_bits
 
-SCHEMA_VERSION = "cliprank.report/1"
+SCHEMA_VERSION = "cliprank.report/2"
+READABLE_VERSIONS = ("cliprank.report/1", SCHEMA_VERSION)  # /1 lacks per-image results: no paired tests
 GMACS_CONVENTION = "fvcore (1 MAC = 1 FLOP), image tower"
 REQUIRED_METRICS = ("acc1", "acc5", "mean_per_class_recall")
 
@@ -87,6 +89,9 @@ class Record:
     latency_ms: float | None = None
     peak_memory_mb: float | None = None
     ranking_agreement: RankingAgreement | None = None
+    # which images acc1 counted as right, in dataset order: base64 of their bits (bits.pack_bits)
+    acc1_per_image: str | None = None
+    acc1_ci95: list[float] | None = None  # Wilson score interval of acc1, as fractions
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,6 +101,10 @@ class Record:
     @property
     def acc1(self) -> float:
         return float(self.metrics["acc1"])
+
+    def correct(self) -> list[bool] | None:
+        """Per-image top-1 correctness in dataset order, or None for a record that did not store it."""
+        return None if self.acc1_per_image is None else unpack_bits(self.acc1_per_image, self.images)
 
     @property
     def display_name(self) -> str:
@@ -174,7 +183,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": self.schema_version,
+            "schema_version": SCHEMA_VERSION,  # what is written is always the current schema
             "created": self.created,
             "environment": self.environment.to_dict(),
             "records": [record.to_dict() for record in self.records],
@@ -263,6 +272,12 @@ def _schedule(value: Any) -> str | None:
     return None if len(value["attention"]) == len(value["mlp"]) else "attention and mlp differ in length"
 
 
+def _interval(value: Any) -> str | None:
+    if not isinstance(value, list) or len(value) != 2 or any(_finite(v) for v in value):
+        return "must be a list of two finite numbers"
+    return None if 0 <= value[0] <= value[1] <= 1 else "must be [low, high] within [0, 1]"
+
+
 def _shaped(cls: type) -> Check:
     """A check for an object holding exactly the fields of `cls`, each a finite number."""
     names = [f.name for f in fields(cls)]
@@ -304,6 +319,8 @@ RECORD_FIELDS: dict[str, tuple[Check, bool]] = {
     "dataset_fingerprint": (_string, True),
     "model_fingerprint": (_string, True),
     "ranking_agreement": (_nullable(_shaped(RankingAgreement)), False),
+    "acc1_per_image": (_nullable(_string), False),
+    "acc1_ci95": (_nullable(_interval), False),
     "extra": (_mapping, False),
 }
 
@@ -344,7 +361,20 @@ def validate_record(obj: Any, where: str = "record") -> list[str]:
         expected = record_key(*(obj[name] for name in identity))
         if obj["key"] != expected:
             problems.append(f"{where}: key '{obj['key']}' does not match its fields ('{expected}')")
+    if not problems and obj.get("acc1_per_image") is not None:
+        problems += _per_image_problems(obj, where)
     return problems
+
+
+def _per_image_problems(obj: dict[str, Any], where: str) -> list[str]:
+    """The per-image bits must decode to exactly `images` results whose share is acc1."""
+    try:
+        bits = unpack_bits(obj["acc1_per_image"], obj["images"])
+    except ValueError as err:
+        return [f"{where}: 'acc1_per_image' {err}"]
+    if obj["images"] and abs(sum(bits) / obj["images"] - obj["metrics"]["acc1"]) > 1e-6:
+        return [f"{where}: 'acc1_per_image' counts {sum(bits)} right of {obj['images']}, not acc1"]
+    return []
 
 
 def validate_report(obj: Any) -> list[str]:
@@ -352,7 +382,7 @@ def validate_report(obj: Any) -> list[str]:
     if not isinstance(obj, dict):
         return ["the top level must be an object"]
     version = obj.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         found = "no schema_version" if version is None else f"schema_version '{version}'"
         return [f"{found}; expected '{SCHEMA_VERSION}' (is this a cliprank report?)"]
     problems = [f"unknown top-level field '{name}'" for name in obj if name not in Report.__dataclass_fields__]

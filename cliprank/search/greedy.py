@@ -37,6 +37,7 @@ from cliprank.models.arch import VisionArch
 from cliprank.search.units import make_units, unit_matrix
 
 SCORE_MODES = ("similarity", "label", "max")
+SCORE_DTYPE = "float64"  # candidate scores are compared in this precision, whatever the model's
 DIRECTIONS = ("backward", "forward")
 
 
@@ -74,7 +75,7 @@ class SearchSettings:
 class SearchResult:
     ranking: torch.Tensor  # (B, P) int64 patch indices, most important first
     step_of: torch.Tensor  # (B, P) int64 step a patch left (backward) / joined (forward); -1 = never
-    trajectory: torch.Tensor  # (B, steps + 1) float32 score after each step (index 0: before any), NaN-padded
+    trajectory: torch.Tensor  # (B, steps + 1) float64 score after each step (index 0: before any), NaN-padded
 
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (embeddings (G, D), image ids (G,)) -> (G,)
@@ -83,12 +84,19 @@ Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (embeddings (G,
 def make_scorer(
     mode: str, reference: torch.Tensor, classifier: torch.Tensor | None, labels: torch.Tensor | None
 ) -> Scorer:
-    """Score of candidate embeddings for their images; higher = the candidate set is better."""
+    """Score of candidate embeddings for their images, float64; higher = the candidate set is better.
+
+    Scores are computed in float64 whatever the model's precision, so that removing one patch still
+    changes them: in float32 the cosine to the unpruned embedding sits within a few ulps of 1 and
+    many candidates tie exactly, leaving the greedy choice to the tie rule. The cosine is taken as
+    1 − ‖â − r̂‖²/2 from the difference of the unit vectors, which keeps its small changes exact.
+    """
     if mode == "similarity":
-        target = F.normalize(reference.float(), dim=-1)
+        target = F.normalize(reference.double(), dim=-1)
 
         def similarity(embeddings: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-            return (F.normalize(embeddings.float(), dim=-1) * target[images]).sum(-1)
+            difference = F.normalize(embeddings.double(), dim=-1) - target[images]
+            return 1.0 - 0.5 * difference.square().sum(-1)
 
         return similarity
     if classifier is None:
@@ -98,11 +106,11 @@ def make_scorer(
             raise CliprankError("search: score 'label' needs ground-truth labels")
         classes = labels
     else:  # "max": the class the unpruned model predicts, so no label is needed
-        classes = (F.normalize(reference.float(), dim=-1) @ classifier.float()).argmax(-1)
-    columns = classifier.float().t()[classes]  # (B, D)
+        classes = (F.normalize(reference.double(), dim=-1) @ classifier.double()).argmax(-1)
+    columns = classifier.double().t()[classes]  # (B, D)
 
     def class_logit(embeddings: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        return 100.0 * (F.normalize(embeddings.float(), dim=-1) * columns[images]).sum(-1)
+        return 100.0 * (F.normalize(embeddings.double(), dim=-1) * columns[images]).sum(-1)
 
     return class_logit
 
@@ -129,7 +137,7 @@ class CandidateEvaluator:
     @torch.no_grad()
     def embeddings(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Final embeddings (G, D) for image ids (G,) keeping patches keep (G, P) bool."""
-        out = torch.empty(len(images), self.visual.output_dim, device=self.tokens.device)
+        out = torch.empty(len(images), self.visual.output_dim, device=self.tokens.device, dtype=torch.float64)
         lengths = keep.sum(1)
         for length in lengths.unique().tolist():
             members = (lengths == length).nonzero().squeeze(1)
@@ -140,7 +148,7 @@ class CandidateEvaluator:
                 index = torch.cat([cls, patch_index], dim=1)
                 x = self.tokens[images[chosen][:, None], index]
                 state = run_blocks(self.visual, TokenState.initial(x), self.plan, start=self.block)
-                out[chosen] = pool(self.visual, state).float()
+                out[chosen] = pool(self.visual, state).double()
                 self.token_count += x.shape[0] * x.shape[1]
                 self.length_counts[x.shape[1]] += x.shape[0]
         return out
@@ -166,13 +174,13 @@ def greedy_rankings(
 
     chosen = torch.zeros(batch, len(units), dtype=torch.bool, device=device)  # removed (bwd) / added (fwd)
     step_of = torch.full((batch, len(units)), -1, dtype=torch.long, device=device)
-    last_score = torch.full((batch, len(units)), float("nan"), device=device)
+    last_score = torch.full((batch, len(units)), float("nan"), device=device, dtype=torch.float64)
     moved = torch.zeros(batch, dtype=torch.long, device=device)
     all_ids = torch.arange(batch, device=device)
     moved_list, size_list = [0] * batch, sizes.tolist()  # plain ints: the commit loop does no tensor work
     max_steps = math.ceil(goal / settings.step_tokens) + len(units)
-    trajectory = torch.full((batch, max_steps + 1), float("nan"))
-    trajectory[:, 0] = score_sets(all_ids, _kept(chosen, members, backward)).cpu()
+    trajectory = torch.full((batch, max_steps + 1), float("nan"), dtype=torch.float64)
+    trajectory[:, 0] = score_sets(all_ids, _kept(chosen, members, backward)).cpu().double()
 
     for step in range(max_steps):
         fits = (~chosen) & (moved[:, None] + sizes[None, :] <= goal)
@@ -192,7 +200,7 @@ def greedy_rankings(
         moved = torch.tensor(moved_list, dtype=torch.long, device=device)
         active = image_ids.unique()
         kept_now = _kept(chosen, members, backward)
-        trajectory[active.cpu(), step + 1] = score_sets(active, kept_now[active]).cpu()
+        trajectory[active.cpu(), step + 1] = score_sets(active, kept_now[active]).cpu().double()
 
     ranking_units = _order_units(chosen, step_of, last_score, backward)
     ranking, patch_step = _expand(ranking_units, units, step_of, patches)

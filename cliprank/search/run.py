@@ -22,7 +22,7 @@ from cliprank.data.items import ZeroShotDataset
 from cliprank.data.meta import image_hashes
 from cliprank.distributed import Distributed
 from cliprank.models.loading import LoadedModel
-from cliprank.search.greedy import SearchSettings, search_batch
+from cliprank.search.greedy import SCORE_DTYPE, SearchSettings, search_batch
 from cliprank.search.store import RankingsMeta, RankingStore
 from cliprank.zeroshot import zero_shot_classifier
 
@@ -59,6 +59,7 @@ def rankings_meta(
         grid=tuple(model.arch.grid),
         settings=asdict(settings),
         chunk_size=chunk_size,
+        score_dtype=SCORE_DTYPE,
     )
 
 

@@ -41,6 +41,9 @@ class RankingsMeta:
     grid: tuple[int, int]
     settings: dict[str, Any]
     chunk_size: int
+    # how candidate scores were compared: "float64" since scores stopped saturating in float32 (files
+    # written before carry no field and read as "float32"; their parts are never mixed with new ones)
+    score_dtype: str = "float32"
 
     def identity(self) -> str:
         """Hash of everything that determines the rankings (not where they are written)."""
