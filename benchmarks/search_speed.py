@@ -42,12 +42,14 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.cost.analytic import block_macs, unpruned_macs
+from cliprank.distributed import check_device
 from cliprank.engine import Plan, ReducedVisual
 from cliprank.models import embedded
 from cliprank.models.arch import VisionArch
 from cliprank.models.loading import LoadedModel, load_model
-from cliprank.profiling import CONVENTION, check_device, random_images, time_forward, torch_threads
+from cliprank.report.profile import CONVENTION
 from cliprank.search.greedy import SearchSettings, greedy_rankings, search_batch
+from cliprank.speed import random_images, time_forward, torch_threads
 
 SCHEMA_VERSION = "cliprank.search_speed/1"
 TARGET = 0.8  # search effective GMAC/s should reach this fraction of a plain batched forward's

@@ -28,13 +28,14 @@ from output import write_result
 from rich.console import Console
 from rich.table import Table
 
-from cliprank.cost.budget import solve
 from cliprank.cost.counting import measure_cost
 from cliprank.engine import ReducedVisual
 from cliprank.errors import CliprankError
 from cliprank.methods import REGISTRY, Method
+from cliprank.methods.budget import solve
 from cliprank.models.loading import load_model
-from cliprank.profiling import CONVENTION, interleaved_medians, random_images, torch_threads
+from cliprank.report.profile import CONVENTION
+from cliprank.speed import interleaved_medians, random_images, torch_threads
 
 SCHEMA_VERSION = "cliprank.speedup/1"
 TARGET = 0.9  # measured speed-up should reach this fraction of the GMACs-implied one

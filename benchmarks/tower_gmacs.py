@@ -32,7 +32,7 @@ from cliprank.cost.counting import count_macs, count_macs_torch
 from cliprank.engine import Plan
 from cliprank.models import describe, load_model
 from cliprank.models.loading import known_models, vision_refusal
-from cliprank.profiling import CONVENTION
+from cliprank.report.profile import CONVENTION
 
 SCHEMA_VERSION = "cliprank.tower_gmacs/1"
 

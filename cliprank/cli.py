@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 import warnings
 
 from rich.console import Console
 from rich.text import Text
 
+import cliprank.commands
 from cliprank.commands import app
 from cliprank.errors import CliprankError
 
 
 def _register_commands() -> None:
-    import importlib
-    import pkgutil
-
-    import cliprank.commands as package
-
+    package = cliprank.commands
     for info in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{info.name}")
 

@@ -31,6 +31,15 @@ T = TypeVar("T")
 LOG_FORMAT = "%(asctime)s rank {rank}/{world} %(name)s %(levelname)s: %(message)s"
 
 
+def check_device(device: str) -> None:
+    """Refuse, in one line, a device torch cannot use here."""
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise CliprankError(f"device '{device}' is not supported; use cpu or cuda")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CliprankError("--device cuda was asked for but torch sees no CUDA GPU here; use --device cpu")
+
+
 @dataclass
 class Distributed:
     rank: int = 0
@@ -44,12 +53,10 @@ class Distributed:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise CliprankError("--device cuda was asked for but torch sees no CUDA GPU here; use --device cpu")
-            if world_size > 1:
-                device = f"cuda:{local_rank}"
-                torch.cuda.set_device(local_rank)
+        check_device(device)
+        if device.startswith("cuda") and world_size > 1:
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(local_rank)
         return cls(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
     @property
@@ -187,8 +194,3 @@ class Distributed:
             self.local_rank,
         )
         return path
-
-    @contextlib.contextmanager
-    def quiet(self) -> Iterator[None]:
-        """The stand-in for a progress bar on ranks other than 0."""
-        yield None

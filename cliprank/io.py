@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from cliprank.errors import CliprankError
 
 
 def _umask() -> int:
@@ -66,8 +70,6 @@ def atomic_save_torch(obj: Any, path: Path) -> None:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
     """Tensors plus a string header in one safetensors file, written atomically."""
-    from safetensors.torch import save_file
-
     with atomic_path(Path(path)) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
 
@@ -78,11 +80,6 @@ def load_tensors(path: Path, file_format: str, what: str, fix: str) -> tuple[dic
     Nothing executable is unpickled. Every failure is one CliprankError naming the file, what is wrong
     with it and `fix` (how to get a good one).
     """
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from cliprank.errors import CliprankError
-
     path = Path(path)
     if not path.is_file():
         raise CliprankError(f"{what} not found: {path}; {fix}")

@@ -1,7 +1,6 @@
 """The `profile` pipeline: what each pruning setting costs — GMACs, schedule, parameters, speed, memory.
 
-Pure functions that return data; `cliprank.commands.profile` renders it. For every method × budget
-(plus the unpruned `none`, always the first row) one row records:
+For every method × budget (plus the unpruned `none`, always the first row) one row records:
 
 - GMACs three ways (`cliprank.cost.counting.CostReport`): analytic from the token schedule, counted by
   fvcore with attention handled, and torch's FlopCounterMode as a cross-check; flagged when analytic
@@ -9,20 +8,17 @@ Pure functions that return data; `cliprank.commands.profile` renders it. For eve
 - the declared token schedule and the executed one from a Trace (equal for fixed-schedule methods,
   at most the declared bound for input-adaptive ones);
 - parameters of the image tower and the method's own;
-- throughput (median over repeats of one batch, after warm-up, every row timed round-robin so a slow
-  spell on a shared machine hits all rows alike), latency at batch 1, and the peak memory one
-  batch's forward adds to what is already resident.
+- throughput, latency at batch 1 and the peak memory of one batch (`cliprank.speed`, every row timed
+  round-robin).
 
-Images are seeded random noise: costs and speed do not depend on content, except for input-adaptive
-methods, whose counts then describe noise, not a dataset (the row says so).
+Images are seeded random noise unless a dataset is given: costs and speed do not depend on content,
+except for input-adaptive methods (whose rows say what they were measured on) and methods that read
+each image's search result (golden), which need real images.
 """
 
 from __future__ import annotations
 
-import contextlib
-import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+import importlib.metadata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,127 +27,39 @@ import torch
 import torch.nn as nn
 
 from cliprank.cost.analytic import Schedule, unpruned_macs
-from cliprank.cost.budget import check_budget, solve
 from cliprank.cost.counting import CostReport, measure_cost
+from cliprank.data import load_dataset, make_loader
+from cliprank.data.meta import batch_meta
+from cliprank.distributed import Distributed
 from cliprank.engine.context import Trace
-from cliprank.engine.forward import ReducedVisual, encode
+from cliprank.engine.forward import encode
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_write_json, atomic_write_text
-from cliprank.methods.base import Method, method_class
+from cliprank.methods.base import Method
+from cliprank.methods.budget import Row, solve_rows
+from cliprank.methods.registry import expand_all, method_class
 from cliprank.methods.spec import MethodSpec, format_method_spec
-from cliprank.models import embedded
-from cliprank.models.arch import VisionArch
-from cliprank.resources import load_resources
-
-SCHEMA_VERSION = "cliprank.profile/1"
-CONVENTION = "GMACs = 10⁹ multiply-adds, fvcore convention, image tower only"
-IMAGE_NOTE = "images are seeded random noise; input-adaptive counts describe noise, not a dataset"
-
-Progress = Callable[[str], None]
+from cliprank.models.loading import LoadedModel
+from cliprank.report.profile import ProfileResult, ProfileRow, describe_images
+from cliprank.report.schema import Environment, utc_now
+from cliprank.resources import ResourceFiles, load_resources
+from cliprank.speed import measure_speeds, random_images, torch_threads
 
 
 @dataclass(frozen=True)
-class ProfileSettings:
-    model: str = embedded.MODEL_NAME
-    pretrained: str = embedded.TAG
+class ProfileJob:
     methods: tuple[MethodSpec, ...] = ()
     budgets: tuple[float | None, ...] = (0.7,)
-    device: str = "cpu"
     batch_size: int = 32
     threads: int | None = None  # None: torch's default
     dataset: str | None = None  # real images (and their indices) instead of noise; golden needs them
     split: str = "test"
     dataset_root: Path | None = None
-    rankings: tuple[Path, ...] = ()
-    predictor: Path | None = None
-    tokens: Path | None = None
-    quick_gelu: bool | None = None
+    files: ResourceFiles = field(default_factory=ResourceFiles)
     repeats: int = 5
     warmup: int = 2
     images: int = 8  # images the executed schedule (and adaptive methods' GMACs) are averaged over
     seed: int = 0
     cross_check: bool = True  # also count with torch.utils.flop_counter
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Throughput of one batch size, and how it was timed (a number means little without it)."""
-
-    images_per_second: float
-    median_batch_seconds: float
-    batch_size: int
-    warmup: int
-    repeats: int
-    threads: int
-
-
-@dataclass(frozen=True)
-class Memory:
-    peak_bytes: int | None
-    measure: str  # what the number is, in words
-
-
-@dataclass
-class ProfileRow:
-    method: str
-    spec: str
-    label: str
-    params: dict[str, Any]
-    knob: str | None
-    budget: float | None
-    adaptive: bool
-    cost: CostReport
-    declared: Schedule
-    executed: list[tuple[float, float]]
-    schedule_check: str
-    tower_parameters: int
-    method_parameters: int
-    memory: Memory
-    notes: list[str] = field(default_factory=list)
-    throughput: Timing | None = None  # set by `time_rows`, which times all rows together
-    latency_ms: float | None = None  # median at batch 1
-
-    @property
-    def title(self) -> str:
-        """The spec, and the method's label when it has one (e.g. "topk (CLS-free score)")."""
-        return f"{self.spec} ({self.label})" if self.label else self.spec
-
-
-@dataclass
-class ProfileResult:
-    settings: ProfileSettings
-    environment: dict[str, Any]
-    model: dict[str, Any]
-    rows: list[ProfileRow]
-    created: str
-
-
-# ----- rows to run ------------------------------------------------------------------------------------
-
-
-RowSpec = tuple[str, dict[str, Any], float | None]  # method, knobs, budget
-
-
-def expand_rows(specs: Sequence[MethodSpec], budgets: Sequence[float | None]) -> list[RowSpec]:
-    """(method, knobs, budget) per row: `none` first, then each spec at each budget.
-
-    A spec that sets its method's knob itself (`tome(r=8)`), or a method without a knob, is one
-    unbudgeted row: a budget would have nothing to solve. A budget of None keeps knobs as given.
-    """
-    for budget in budgets:
-        if budget is not None:
-            check_budget(budget)
-    rows: list[RowSpec] = [("none", {}, None)]
-    seen = {("none", None)}
-    for name, knobs in specs:
-        cls = method_class(name)
-        fixed = cls.knob is None or knobs.get(cls.knob) is not None
-        for budget in [None] if fixed else budgets:
-            key = (format_method_spec(name, knobs), budget)
-            if key not in seen:
-                seen.add(key)
-                rows.append((name, dict(knobs), budget))
-    return rows
 
 
 @dataclass
@@ -161,139 +69,81 @@ class Probe:
     images: torch.Tensor
     meta: dict[str, Any] | None
 
-    def head(self, count: int) -> Probe:
-        meta = (
-            None
-            if self.meta is None
-            else {k: v[:count] if isinstance(v, torch.Tensor) else v for k, v in self.meta.items()}
-        )
-        return Probe(self.images[:count], meta)
 
+def run_profile(
+    model: LoadedModel, job: ProfileJob, progress: Any = None, dist: Distributed | None = None
+) -> ProfileResult:
+    """Configure each row's method (solving budgets) and measure every row, in one process."""
+    dist = dist or Distributed()
+    if dist.enabled:
+        raise CliprankError("profile measures one process; run it without torchrun")
+    task = progress.add_task("profiling", total=None) if progress is not None else None
 
-def probe_images(loaded: Any, settings: ProfileSettings, count: int, offset: int) -> Probe:
-    """`count` images: from `settings.dataset` when given (real content), else seeded noise."""
-    if settings.dataset is None:
-        return Probe(random_images(count, loaded.arch, loaded.device, settings.seed + offset), None)
-    from cliprank.data import load_dataset, make_loader
-    from cliprank.evaluate import batch_meta
+    def say(message: str) -> None:
+        if progress is not None:
+            progress.update(task, description=message)
 
-    dataset = load_dataset(
-        settings.dataset, split=settings.split, root=settings.dataset_root, transform=loaded.preprocess
+    resources = load_resources(model, job.methods, job.files)
+    specs = expand_all(job.methods, resources)
+    readers = [name for name, _ in specs if "rankings" in method_class(name).requires]
+    if job.dataset is None and readers:
+        raise CliprankError(f"{', '.join(readers)}: pruning by each image's searched ranking needs --dataset NAME")
+    rows = solve_rows(model.arch, specs, job.budgets, resources)
+    images = probe_images(model, job, job.images, offset=0)
+    batch = probe_images(model, job, job.batch_size, offset=1)
+    profiled = []
+    with torch_threads(job.threads) as threads:
+        for row in rows:
+            say(f"counting {row.spec}" + ("" if row.budget is None else f" at budget {row.budget}"))
+            profiled.append(profile_row(row, model.visual, job, images))
+        say(f"timing {len(rows)} rows round-robin ({job.warmup} warm-up, {job.repeats} timed)")
+        plans = [row.method.plan() for row in rows]
+        speeds = measure_speeds(model.visual, plans, batch.images, batch.meta, job.repeats, job.warmup)
+    for row, speed in zip(profiled, speeds, strict=True):
+        row.throughput, row.latency_ms, row.memory = speed.throughput, speed.latency_ms, speed.memory
+    environment = Environment.collect(device=model.device.type, precision="fp32", threads=threads, seed=job.seed)
+    return ProfileResult(
+        settings=settings_json(model, job),
+        images=describe_images(job.dataset, job.split, job.images),
+        environment=_environment(environment.to_dict()),
+        model=_model_info(model),
+        rows=profiled,
+        created=utc_now(),
     )
+
+
+def probe_images(model: LoadedModel, job: ProfileJob, count: int, offset: int) -> Probe:
+    """`count` images: from `job.dataset` when given (real content), else seeded noise."""
+    if job.dataset is None:
+        return Probe(random_images(count, model.arch, model.device, job.seed + offset), None)
+    dataset = load_dataset(job.dataset, split=job.split, root=job.dataset_root, transform=model.preprocess)
     images, _, indices = next(iter(make_loader(dataset, batch_size=min(count, len(dataset)))))
-    images = images.to(loaded.device)
-    return Probe(images, batch_meta(dataset.name, settings.split, images, indices, hashes=True))
+    images = images.to(model.device)
+    return Probe(images, batch_meta(dataset.name, job.split, images, indices, hashes=True))
 
 
-def random_images(count: int, arch: VisionArch, device: torch.device | str, seed: int) -> torch.Tensor:
-    """Seeded noise shaped like the tower's input."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(count, 3, *arch.image_size, generator=generator).to(device)
-
-
-# ----- measurements ------------------------------------------------------------------------------------
-
-
-def check_device(device: str) -> None:
-    """Refuse a device torch cannot use here, in one line."""
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda"):
-        raise CliprankError(f"device '{device}' is not supported; use cpu or cuda")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise CliprankError("--device cuda was asked for but torch sees no CUDA GPU here; use --device cpu")
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Run with `threads` intra-op threads (None: unchanged), restoring the previous setting after."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_forward(module: nn.Module, images: torch.Tensor) -> float:
-    """Seconds of one forward, synchronised so a GPU's queued work is included."""
-    _synchronize(images.device)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        module(images)
-    _synchronize(images.device)
-    return time.perf_counter() - start
-
-
-def interleaved_medians(modules: Sequence[nn.Module], images: torch.Tensor, repeats: int, warmup: int) -> list[float]:
-    """Median seconds of one forward of each module, timed round-robin after `warmup` rounds.
-
-    Round-robin rather than one module after another: on a shared or thermally throttling machine a
-    slow spell then hits every module alike, so their ratios (the speed-ups) stay fair. The median
-    shrugs off single hiccups.
-    """
-    for _ in range(warmup):
-        for module in modules:
-            time_forward(module, images)
-    times: list[list[float]] = [[] for _ in modules]
-    for _ in range(repeats):
-        for index, module in enumerate(modules):
-            times[index].append(time_forward(module, images))
-    return [statistics.median(seconds) for seconds in times]
-
-
-def measure_throughputs(modules: Sequence[nn.Module], images: torch.Tensor, repeats: int, warmup: int) -> list[Timing]:
-    """Images per second of each module at the batch size of `images`, timed round-robin."""
-    batch, threads = images.shape[0], torch.get_num_threads()
-    return [
-        Timing(batch / seconds, seconds, batch, warmup, repeats, threads)
-        for seconds in interleaved_medians(modules, images, repeats, warmup)
-    ]
-
-
-def measure_peak_memory(module: nn.Module, images: torch.Tensor) -> Memory:
-    """Peak memory one forward adds on top of what is resident (weights and inputs excluded).
-
-    CUDA: `torch.cuda.max_memory_allocated` minus the allocation before the forward. CPU: torch's
-    profiler records every tensor allocation and free; the peak of their running sum is the most
-    tensor memory the forward held at once (allocator caching and fragmentation not included).
-    """
-    device = images.device
-    if device.type == "cuda":
-        _synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        with torch.inference_mode():
-            module(images)
-        _synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
-        return Memory(int(peak), "CUDA max_memory_allocated during one batch, minus the allocation before it")
-    peak = _profiled_cpu_peak(module, images)
-    what = "peak tensor bytes allocated during one batch (torch profiler allocation events; CPU)"
-    return Memory(peak, what if peak is not None else "unavailable: the profiler gave no memory events")
-
-
-def _profiled_cpu_peak(module: nn.Module, images: torch.Tensor) -> int | None:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded, torch.inference_mode():
-        module(images)
-    try:
-        events = [e for e in recorded.profiler.kineto_results.events() if e.name() == "[memory]"]
-    except AttributeError:  # the profiler's result layout is not a stable API
-        return None
-    if not events:
-        return None
-    current = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
+def profile_row(row: Row, visual: nn.Module, job: ProfileJob, images: Probe) -> ProfileRow:
+    """Everything about one row except its speed (all rows are timed together, round-robin)."""
+    method = row.method
+    cost = measure_cost(method, visual, images.images, cross_check=job.cross_check, meta=images.meta)
+    declared, executed = method.schedule(), executed_schedule(method, visual, images.images, images.meta)
+    check = check_schedule(declared, executed, method.adaptive)
+    return ProfileRow(
+        method=method.name,
+        spec=row.spec,
+        label=method.label,
+        params=method.describe(),
+        knob=method.knob,
+        budget=row.budget,
+        adaptive=method.adaptive,
+        cost=cost,
+        declared=declared,
+        executed=executed,
+        schedule_check=check,
+        tower_parameters=count_parameters(visual),
+        method_parameters=method_parameters(method),
+        notes=row_notes(method, cost, check, describe_images(job.dataset, job.split, job.images)),
+    )
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -330,47 +180,11 @@ def check_schedule(declared: Schedule, executed: list[tuple[float, float]], adap
     return "within bound" if within else "exceeds bound"
 
 
-# ----- one row, all rows --------------------------------------------------------------------------------
-
-
-def profile_method(
-    method: Method,
-    visual: nn.Module,
-    settings: ProfileSettings,
-    spec: str,
-    budget: float | None,
-    images: Probe,
-    batch: Probe,
-) -> ProfileRow:
-    """Everything about one configured method except its timings (those are taken for all rows at once)."""
-    cost = measure_cost(method, visual, images.images, cross_check=settings.cross_check, meta=images.meta)
-    declared, executed = method.schedule(), executed_schedule(method, visual, images.images, images.meta)
-    check = check_schedule(declared, executed, method.adaptive)
-    return ProfileRow(
-        method=method.name,
-        spec=spec,
-        label=method.label,
-        params=method.describe(),
-        knob=method.knob,
-        budget=budget,
-        adaptive=method.adaptive,
-        cost=cost,
-        declared=declared,
-        executed=executed,
-        schedule_check=check,
-        tower_parameters=count_parameters(visual),
-        method_parameters=method_parameters(method),
-        memory=measure_peak_memory(ReducedVisual(visual, method.plan(), batch.meta).eval(), batch.images),
-        notes=row_notes(method, cost, check, settings.images, real=settings.dataset is not None),
-    )
-
-
-def row_notes(method: Method, cost: CostReport, check: str, images: int, real: bool = False) -> list[str]:
+def row_notes(method: Method, cost: CostReport, check: str, images: dict[str, Any]) -> list[str]:
     """What a reader must know to trust (or distrust) a row."""
     notes = []
     if method.adaptive:
-        source = "real images" if real else IMAGE_NOTE
-        notes.append(f"input-adaptive: GMACs and schedule are means over {images} images; {source}")
+        notes.append(f"input-adaptive: GMACs and schedule are means over {images['count']} images; {images['note']}")
     if cost.problem:
         notes.append(f"not counted, GMACs are analytic: {cost.problem}")
     elif cost.flagged:
@@ -380,55 +194,30 @@ def row_notes(method: Method, cost: CostReport, check: str, images: int, real: b
     return notes
 
 
-def time_rows(
-    methods: Sequence[Method], visual: nn.Module, settings: ProfileSettings, batch: Probe
-) -> list[tuple[Timing, float]]:
-    """(throughput at the batch size, median latency in ms at batch 1) of each method, timed round-robin."""
-    modules = [ReducedVisual(visual, method.plan(), batch.meta).eval() for method in methods]
-    singles = [ReducedVisual(visual, method.plan(), batch.head(1).meta).eval() for method in methods]
-    throughputs = measure_throughputs(modules, batch.images, settings.repeats, settings.warmup)
-    latencies = interleaved_medians(singles, batch.images[:1], settings.repeats, settings.warmup)
-    return [(timing, 1000 * seconds) for timing, seconds in zip(throughputs, latencies, strict=True)]
+def settings_json(model: LoadedModel, job: ProfileJob) -> dict[str, Any]:
+    """The profile's settings as profile.json records them: the model's, the job's and the files given."""
+    settings = asdict(job)
+    files = settings.pop("files")
+    settings = {
+        "model": model.name,
+        "pretrained": model.pretrained,
+        "device": model.device.type,
+        "quick_gelu": model.quick_gelu,
+        **settings,
+        **files,
+        "methods": [format_method_spec(name, knobs) for name, knobs in job.methods],
+    }
+    return {key: _text(value) for key, value in settings.items()}
 
 
-def run_profile(settings: ProfileSettings, progress: Progress | None = None) -> ProfileResult:
-    """Load the model, configure each row's method (solving budgets), and measure every row."""
-    from cliprank.models.loading import load_model
-    from cliprank.report.schema import Environment, utc_now
-
-    say = progress or (lambda message: None)
-    check_device(settings.device)
-    rows_to_run = expand_rows(settings.methods, settings.budgets)
-    say(f"loading {settings.model} ({settings.pretrained})")
-    loaded = load_model(
-        settings.model, settings.pretrained, device=settings.device, seed=settings.seed, quick_gelu=settings.quick_gelu
-    )
-    specs = [(name, knobs) for name, knobs, _ in rows_to_run]
-    resources = load_resources(loaded, specs, settings.rankings, settings.predictor, settings.tokens)
-    if settings.dataset is None and any("rankings" in method_class(name).requires for name, _ in specs):
-        raise CliprankError("golden prunes with each image's searched ranking: pass --dataset NAME (and --rankings)")
-    configured = [
-        (solve(name, loaded.arch, knobs, budget, resources), name, knobs) for name, knobs, budget in rows_to_run
-    ]
-    images = probe_images(loaded, settings, settings.images, offset=0)
-    batch = probe_images(loaded, settings, settings.batch_size, offset=1)
-    rows = []
-    with torch_threads(settings.threads) as threads:
-        for solved, name, knobs in configured:
-            spec = format_method_spec(name, knobs)
-            say(f"counting {spec}" + ("" if solved.budget is None else f" at budget {solved.budget}"))
-            rows.append(profile_method(solved.method, loaded.visual, settings, spec, solved.budget, images, batch))
-        say(f"timing {len(rows)} rows round-robin ({settings.warmup} warm-up, {settings.repeats} timed)")
-        timings = time_rows([solved.method for solved, _, _ in configured], loaded.visual, settings, batch)
-    for row, (throughput, latency_ms) in zip(rows, timings, strict=True):
-        row.throughput, row.latency_ms = throughput, latency_ms
-    environment = Environment.collect(device=settings.device, precision="fp32", threads=threads, seed=settings.seed)
-    return ProfileResult(settings, _environment(environment.to_dict()), _model_info(loaded), rows, utc_now())
+def _text(value: Any) -> Any:
+    """Paths as text, alone or in a sequence (JSON has no paths)."""
+    if isinstance(value, (list, tuple)):
+        return [_text(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def _environment(base: dict[str, Any]) -> dict[str, Any]:
-    import importlib.metadata
-
     try:
         fvcore = importlib.metadata.version("fvcore")
     except importlib.metadata.PackageNotFoundError:
@@ -437,156 +226,12 @@ def _environment(base: dict[str, Any]) -> dict[str, Any]:
     return {**base, "fvcore": fvcore, "device_name": device_name}
 
 
-def _model_info(loaded: Any) -> dict[str, Any]:
+def _model_info(model: LoadedModel) -> dict[str, Any]:
     return {
-        "name": loaded.name,
-        "pretrained": loaded.pretrained,
-        "fingerprint": loaded.fingerprint,
-        "image_size": list(loaded.arch.image_size),
-        "arch": asdict(loaded.arch),
-        "unpruned_gmacs_analytic": unpruned_macs(loaded.arch) / 1e9,
+        "name": model.name,
+        "pretrained": model.pretrained,
+        "fingerprint": model.fingerprint,
+        "image_size": list(model.arch.image_size),
+        "arch": asdict(model.arch),
+        "unpruned_gmacs_analytic": unpruned_macs(model.arch) / 1e9,
     }
-
-
-# ----- serialisation -------------------------------------------------------------------------------------
-
-
-def speedups(rows: Sequence[ProfileRow]) -> list[tuple[float, float]]:
-    """(measured, ideal) speed-up of each row over the first (unpruned) row: ideal = GMACs ratio."""
-    base = rows[0]
-    return [
-        (row.throughput.images_per_second / base.throughput.images_per_second, base.cost.macs / row.cost.macs)
-        for row in rows
-    ]
-
-
-def jsonable(value: Any) -> Any:
-    """Method knobs as JSON values: tuples become lists, anything exotic its text."""
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def row_to_dict(row: ProfileRow, speedup: tuple[float, float], base_macs: float) -> dict[str, Any]:
-    return {
-        "method": row.method,
-        "spec": row.spec,
-        "label": row.label,
-        "params": jsonable(row.params),
-        "knob": row.knob,
-        "budget": row.budget,
-        "adaptive": row.adaptive,
-        "gmacs": row.cost.as_dict(),
-        "gmacs_fraction": row.cost.macs / base_macs,
-        "schedule": {
-            "declared": row.declared.as_lists(),
-            "executed": {
-                "attention": [round(a, 3) for a, _ in row.executed],
-                "mlp": [round(m, 3) for _, m in row.executed],
-            },
-            "check": row.schedule_check,
-        },
-        "parameters": {"image_tower": row.tower_parameters, "method": row.method_parameters},
-        "throughput": asdict(row.throughput),
-        "speedup": {"measured": speedup[0], "ideal_from_gmacs": speedup[1], "ratio": speedup[0] / speedup[1]},
-        "latency_ms_batch1": row.latency_ms,
-        "memory": asdict(row.memory),
-        "notes": row.notes,
-    }
-
-
-def to_json(result: ProfileResult) -> dict[str, Any]:
-    settings = asdict(result.settings)
-    settings["methods"] = [format_method_spec(name, knobs) for name, knobs in result.settings.methods]
-    base = result.rows[0].cost.macs
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": result.created,
-        "convention": CONVENTION,
-        "environment": result.environment,
-        "model": result.model,
-        "settings": settings,
-        "images": {"source": "seeded random noise", "count": result.settings.images, "note": IMAGE_NOTE},
-        "rows": [row_to_dict(row, s, base) for row, s in zip(result.rows, speedups(result.rows), strict=True)],
-    }
-
-
-def compact_schedule(counts: Sequence[float]) -> str:
-    """Run-length form of per-block token counts: `197×3 119×9`."""
-    runs: list[list[Any]] = []
-    for count in counts:
-        if runs and runs[-1][0] == count:
-            runs[-1][1] += 1
-        else:
-            runs.append([count, 1])
-    text = (f"{c:g}" if float(c).is_integer() else f"{c:.1f}" for c, _ in runs)
-    return " ".join(f"{t}×{n}" if n > 1 else t for t, (_, n) in zip(text, runs, strict=True))
-
-
-def format_number(value: float | None, spec: str) -> str:
-    """A number for a table, or a dash when it is missing."""
-    return "—" if value is None else format(value, spec)
-
-
-def format_bytes(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.1f} MiB"
-
-
-def to_markdown(result: ProfileResult) -> str:
-    """The same content as profile.json, as tables a person reads in a PR."""
-    data = to_json(result)
-    env, model = data["environment"], data["model"]
-    lines = [
-        f"# cliprank profile: {model['name']} ({model['pretrained']})",
-        "",
-        f"{CONVENTION}. Counted by fvcore with attention handled; analytic from the token schedule; "
-        "flagged (⚠) when they differ by more than 1%.",
-        "",
-        f"Environment: cliprank {env['cliprank']}, torch {env['torch']}, open_clip {env['open_clip']}, "
-        f"device {env['device']}, {env['threads']} threads, git {env['git_revision'] or 'unknown'}. "
-        f"Throughput: batch {result.settings.batch_size}, warm-up {result.settings.warmup}, "
-        f"median of {result.settings.repeats}. {IMAGE_NOTE.capitalize()}.",
-        "",
-        "| method | budget | GMACs (counted) | analytic | Δ | fraction | tower params | method params "
-        "| img/s | speed-up (ideal) | latency b=1 (ms) | peak memory |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row, record in zip(result.rows, data["rows"], strict=True):
-        gm, sp = record["gmacs"], record["speedup"]
-        flag = " ⚠" if gm["flagged"] else ""
-        budget = "-" if row.budget is None else row.budget
-        lines.append(
-            f"| {row.title} | {budget} | {format_number(gm['counted'], '.3f')}{flag} "
-            f"| {gm['analytic']:.3f} | {format_number(gm['disagreement'], '.2%')} | {record['gmacs_fraction']:.3f} "
-            f"| {row.tower_parameters:,} | {row.method_parameters:,} | {row.throughput.images_per_second:.1f} "
-            f"| {sp['measured']:.2f}× ({sp['ideal_from_gmacs']:.2f}×) | {row.latency_ms:.1f} "
-            f"| {format_bytes(row.memory.peak_bytes)} |"
-        )
-    lines += ["", "## Token schedules (tokens entering each block: attention / MLP)", ""]
-    lines += ["| method | budget | knobs | executed attention | executed MLP | check |", "|---|---|---|---|---|---|"]
-    for row in result.rows:
-        knobs = ", ".join(f"{k}={v}" for k, v in row.params.items()) or "-"
-        lines.append(
-            f"| {row.title} | {'-' if row.budget is None else row.budget} | {knobs} "
-            f"| {compact_schedule([a for a, _ in row.executed])} | {compact_schedule([m for _, m in row.executed])} "
-            f"| {row.schedule_check} |"
-        )
-    notes = [f"- {row.spec}: {note}" for row in result.rows for note in row.notes]
-    memory = result.rows[0].memory.measure
-    lines += ["", f"Peak memory: {memory}.", ""]
-    if notes:
-        lines += ["## Notes", "", *notes, ""]
-    return "\n".join(lines)
-
-
-def write_outputs(result: ProfileResult, out_dir: Path | str) -> tuple[Path, Path]:
-    """profile.json and profile.md in `out_dir`, each written atomically."""
-    out = Path(out_dir)
-    json_path, md_path = out / "profile.json", out / "profile.md"
-    atomic_write_json(json_path, to_json(result))
-    atomic_write_text(md_path, to_markdown(result))
-    return json_path, md_path

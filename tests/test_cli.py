@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+import typer.main
 
-from cliprank.cli import main
+from cliprank.cli import _register_commands, main
+from cliprank.commands import app
+from cliprank.commands.recipes import SHIPPED, load_recipe, resolve_recipe
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -78,3 +84,25 @@ def test_recipe_values_are_defaults_the_command_line_overrides(capsys, tmp_path)
     assert {r["budget"] for r in records} == {None, 0.9}
     assert {r["method"] for r in records} == {"none", "topk"}
     assert all(r["images"] == 8 for r in records)
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in SHIPPED.glob("*.yaml")))
+def test_shipped_recipes_are_package_data_with_valid_keys(name: str) -> None:
+    """Shipped recipes live inside the package (so an installed cliprank finds them) and name real options."""
+    path = resolve_recipe(name)
+    assert path.parent == SHIPPED and SHIPPED.parent.name == "cliprank"
+    _register_commands()
+    assert load_recipe(path, typer.main.get_command(app).commands["evaluate"])
+
+
+def test_help_and_typed_input_checks_do_not_import_torch() -> None:
+    """`--help` answers at once: neither the commands nor the spec and budget parsers import torch."""
+    code = (
+        "import sys; from cliprank.cli import _register_commands; _register_commands()\n"
+        "from cliprank.methods.spec import parse_budgets, parse_method_specs\n"
+        "parse_method_specs('tome(r=8),evit'); parse_budgets('0.5,0.7')\n"
+        "print(sorted(m for m in ('torch', 'open_clip', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

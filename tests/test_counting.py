@@ -10,7 +10,6 @@ import torch.nn as nn
 from fvcore.nn import FlopCountAnalysis
 
 from cliprank.cost.analytic import unpruned_macs
-from cliprank.cost.budget import solve
 from cliprank.cost.counting import (
     CostReport,
     UncountedOpsError,
@@ -24,6 +23,7 @@ from cliprank.cost.counting import (
 )
 from cliprank.engine import Plan, ReducedVisual
 from cliprank.methods import REGISTRY
+from cliprank.methods.budget import solve
 from cliprank.models.loading import load_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

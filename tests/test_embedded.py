@@ -12,8 +12,10 @@ from cli_runner import run_cli as run
 from cliprank.cost.analytic import unpruned_macs
 from cliprank.data.registry import load_dataset
 from cliprank.engine import Plan, encode
+from cliprank.methods.registry import expand_all
 from cliprank.models import embedded, load_model
 from cliprank.predictor.io import load_predictor
+from cliprank.resources import load_resources
 from cliprank.search.store import Rankings
 from cliprank.tokens.io import load_tokens
 
@@ -71,3 +73,13 @@ def test_ci_recipe_reproduces_the_committed_baseline(tmp_path) -> None:
     out = tmp_path / "ci"
     assert run(["evaluate", "--recipe", "ci", "--out", str(out)]) == 0
     assert run(["compare", str(baseline), str(out / "report.json")]) == 0
+
+
+def test_all_runs_every_method_with_what_the_embedded_model_ships(trained) -> None:
+    """`--method all` on the embedded model: every method, golden and predictor from the shipped files,
+    and predictor+tokens because the shipped tokens were trained for the predictor."""
+    names = [name for name, _ in expand_all([("all", {})], load_resources(trained, [("all", {})]))]
+    assert sorted(names) == sorted(
+        ["none", "random", "topk", "evit", "tome", "ats", "golden", "predictor", "predictor+tokens"]
+    )
+    assert names.index("predictor+tokens") == names.index("predictor") + 1

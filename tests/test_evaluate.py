@@ -9,9 +9,9 @@ import pytest
 import torch
 from cli_runner import run_cli as run
 
-from cliprank import evaluate as evaluate_module
 from cliprank import zeroshot
 from cliprank.cli import main
+from cliprank.evaluation.passes import InMemory
 from cliprank.report.schema import load_report
 
 
@@ -90,24 +90,23 @@ class Killed(Exception):
 
 def test_interrupted_run_resumes_without_redoing_complete_records(tmp_path, monkeypatch) -> None:
     out = tmp_path / "run"
-    real = evaluate_module.evaluate_dataset
+    real = InMemory.run
     seen: list[str] = []
 
-    def crash_on_textiles(model, dataset, *args, **kwargs):
-        seen.append(dataset.name)
-        if dataset.name == "textiles":
+    def crash_on_textiles(self, work, *args, **kwargs):
+        seen.append(work.dataset.name)
+        if work.dataset.name == "textiles":
             raise Killed
-        return real(model, dataset, *args, **kwargs)
+        return real(self, work, *args, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "evaluate_dataset", crash_on_textiles)
+    monkeypatch.setattr(InMemory, "run", crash_on_textiles)
     with pytest.raises(Killed):
         main([*ARGS, "--dataset", "faces,textiles", "--out", str(out)])
     partial = load_report(out / "report.json")
     assert {r.dataset for r in partial.records} == {"faces"}
-    monkeypatch.setattr(evaluate_module, "evaluate_dataset", real)
     seen.clear()
     monkeypatch.setattr(
-        evaluate_module, "evaluate_dataset", lambda m, d, *a, **k: (seen.append(d.name), real(m, d, *a, **k))[1]
+        InMemory, "run", lambda self, work, *a, **k: (seen.append(work.dataset.name), real(self, work, *a, **k))[1]
     )
     assert run([*ARGS, "--dataset", "faces,textiles", "--out", str(out)]) == 0
     assert seen == ["textiles"]
@@ -172,6 +171,7 @@ def test_golden_through_evaluate_matches_the_search(tmp_path) -> None:
     records = {r.method: r for r in load_report(out / "report.json").records}
     golden = records["golden"]
     assert golden.method_label == "oracle"
+    assert golden.ranking_agreement is None  # an oracle is not judged against its own search
     assert records["topk"].ranking_agreement is not None
     assert -1 <= records["topk"].ranking_agreement.kendall_tau <= 1
 

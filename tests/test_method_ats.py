@@ -7,11 +7,11 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 
 from cliprank.cost.analytic import per_image_macs, schedule_macs, unpruned_macs
-from cliprank.cost.budget import solve
 from cliprank.engine import CLS_ATTENTION, VALUE_NORMS, LayerContext, TokenState, Trace, encode
 from cliprank.errors import CliprankError
 from cliprank.methods import method_class
 from cliprank.methods.ats import ats_op, compact, sample_tokens, significance
+from cliprank.methods.budget import solve
 from cliprank.models import load_model
 from cliprank.models.arch import VisionArch
 

@@ -9,10 +9,10 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 
 from cliprank.cost.analytic import schedule_macs, unpruned_macs
-from cliprank.cost.budget import solve
 from cliprank.engine import CLS_ATTENTION, FUSED, LayerContext, TokenState, Trace, encode
 from cliprank.errors import CliprankError
 from cliprank.methods import method_class
+from cliprank.methods.budget import solve
 from cliprank.methods.evit import evit_op, reorganize
 from cliprank.methods.topk import kept_after
 from cliprank.models import load_model

@@ -9,10 +9,10 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 
 from cliprank.cost.analytic import schedule_macs, unpruned_macs
-from cliprank.cost.budget import solve
 from cliprank.engine import KEYS, LayerContext, TokenState, Trace, encode
 from cliprank.errors import CliprankError
 from cliprank.methods import method_class
+from cliprank.methods.budget import solve
 from cliprank.methods.tome import bipartite_merge, merge_op, r_per_block
 from cliprank.models import load_model
 from cliprank.models.arch import VisionArch

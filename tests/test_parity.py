@@ -139,3 +139,57 @@ def tome_groups(visual, images, plan):
             ]
         groups.append(current)
     return groups
+
+
+@pytest.fixture(scope="module")
+def shipped_with_resources():
+    """The shipped model, its shipped rankings, predictor and tokens, and real digits test images with meta."""
+    from cliprank.data.meta import image_hashes
+    from cliprank.resources import load_resources
+
+    model = load_model(embedded.MODEL_NAME, embedded.TAG)
+    data = load_dataset("digits", "test", transform=model.preprocess, limit=5)
+    items = [data.dataset[i] for i in range(len(data))]
+    images = torch.stack([item[0] for item in items])
+    indices = torch.tensor([int(item[2]) for item in items])
+    meta = {"dataset": "digits", "split": "test", "index": indices, "image_hash": image_hashes(images)}
+    specs = [(name, {}) for name in ("golden", "predictor", "predictor+tokens")]
+    return model, images, meta, load_resources(model, specs)
+
+
+def every_method() -> list[str]:
+    from cliprank.methods import REGISTRY
+
+    return sorted(REGISTRY) + ["predictor+tokens"]
+
+
+@pytest.mark.parametrize("name", every_method())
+def test_every_method_gives_an_image_the_same_result_alone_or_in_a_batch(shipped_with_resources, name):
+    from cliprank.engine import encode
+    from cliprank.methods.budget import solve
+
+    model, images, meta, resources = shipped_with_resources
+    method = solve(name, model.arch, {}, 0.7, resources).method
+    plan = method.plan()
+    with torch.no_grad():
+        batched = encode(model.visual, images, plan, meta)
+        for image in range(len(images)):
+            alone_meta = {k: v[image : image + 1] if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
+            alone = encode(model.visual, images[image : image + 1], plan, alone_meta)
+            assert (batched[image] - alone[0]).abs().max() <= TOLERANCE, (name, image)
+
+
+def test_cliprank_methods_names_the_official_code_each_parity_test_follows(capsys, monkeypatch):
+    from cli_runner import run_cli
+
+    monkeypatch.setenv("COLUMNS", "500")
+    assert run_cli(["methods"]) == 0
+    listing = capsys.readouterr().out
+    for name, repository in [
+        ("tome", "facebookresearch/ToMe"),
+        ("evit", "youweiliang/evit"),
+        ("topk", "youweiliang/evit"),
+        ("ats", "adaptivetokensampling/ATS"),
+    ]:
+        assert method_class(name).reference.startswith(repository)
+        assert repository in listing

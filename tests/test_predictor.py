@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cliprank.cost.analytic import unpruned_macs
-from cliprank.cost.budget import solve
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Resources
+from cliprank.methods.budget import solve
 from cliprank.models import describe
 from cliprank.predictor.io import LoadedPredictor, load_predictor, save_predictor
 from cliprank.predictor.model import PredictorConfig, RankingPredictor

@@ -20,16 +20,11 @@ from cliprank.cost.analytic import Schedule
 from cliprank.engine import ReducedVisual
 from cliprank.errors import CliprankError
 from cliprank.methods import Resources, method_class
+from cliprank.methods.budget import solve_rows
 from cliprank.models.loading import load_model
-from cliprank.profiling import (
-    CONVENTION,
-    SCHEMA_VERSION,
-    check_schedule,
-    compact_schedule,
-    expand_rows,
-    measure_peak_memory,
-    method_parameters,
-)
+from cliprank.profiling import check_schedule, method_parameters
+from cliprank.report.profile import CONVENTION, SCHEMA_VERSION, compact_schedule
+from cliprank.speed import measure_peak_memory
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 TINY = ["--model", "cliprank-tiny", "--pretrained", "none"]
@@ -39,16 +34,21 @@ QUICK = ["--batch-size", "2", "--repeats", "1", "--warmup", "0", "--images", "2"
 # ----- the pipeline's pieces --------------------------------------------------------------------------
 
 
-def test_rows_start_with_the_unpruned_model_and_explicit_knobs_ignore_budgets():
-    rows = expand_rows([("random", {}), ("topk", {"keep": 0.5}), ("none", {})], [0.5, 0.7])
-    assert rows == [("none", {}, None), ("random", {}, 0.5), ("random", {}, 0.7), ("topk", {"keep": 0.5}, None)]
+def test_rows_start_with_the_unpruned_model_and_explicit_knobs_ignore_budgets(tiny):
+    rows = solve_rows(tiny.arch, [("random", {}), ("topk", {"keep": 0.5}), ("none", {})], [0.7, 0.8])
+    assert [(row.spec, row.budget) for row in rows] == [
+        ("none", None),
+        ("random", 0.7),
+        ("random", 0.8),
+        ("topk(keep=0.5)", None),
+    ]
 
 
-def test_rows_refuse_out_of_range_budgets_and_unknown_methods():
+def test_rows_refuse_out_of_range_budgets_and_unknown_methods(tiny):
     with pytest.raises(CliprankError, match="out of range"):
-        expand_rows([("random", {})], [1.5])
+        solve_rows(tiny.arch, [("random", {})], [1.5])
     with pytest.raises(CliprankError, match="unknown method"):
-        expand_rows([("nosuch", {})], [0.7])
+        solve_rows(tiny.arch, [("nosuch", {})], [0.7])
 
 
 def test_schedule_check_is_exact_for_fixed_methods_and_a_bound_for_adaptive_ones():
@@ -116,6 +116,7 @@ def test_profile_writes_versioned_json_with_every_field(profiled):
         assert row["throughput"]["batch_size"] == 2 and row["throughput"]["repeats"] == 1
         assert row["throughput"]["images_per_second"] > 0 and row["latency_ms_batch1"] > 0
         assert row["memory"]["peak_bytes"] > 0 and row["memory"]["measure"]
+    assert data["images"]["source"] == "seeded random noise" and data["images"]["count"] == 2
     random_row = data["rows"][1]
     assert random_row["gmacs_fraction"] <= 0.7 * 1.01  # solved to the budget (counted within 1% of analytic)
     assert random_row["params"]["keep"] < 1
@@ -126,6 +127,21 @@ def test_profile_writes_markdown_and_prints_tables_with_the_convention(profiled)
     markdown = (out / "profile.md").read_text()
     assert CONVENTION in markdown and "topk(keep=0.5)" in markdown and "| matches |" in markdown
     assert "fvcore convention" in result.output and "random" in result.output
+
+
+def test_profile_on_a_dataset_says_what_it_measured(tmp_path):
+    """Real images are named as such: nothing claims noise, the adaptive row says what it averaged."""
+    _register_commands()
+    out = tmp_path / "out"
+    argv = ["profile", *TINY, *QUICK, "--method", "ats", "--budget", "0.7", "--dataset", "faces", "--out", str(out)]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "profile.json").read_text())
+    assert data["images"]["source"] == "faces (test)"
+    ats_notes = " ".join(data["rows"][1]["notes"])
+    assert "faces (test)" in ats_notes and "noise" not in ats_notes
+    markdown = (out / "profile.md").read_text()
+    assert "faces (test)" in markdown and "noise" not in markdown
 
 
 def run_main(args, capsys):
@@ -143,6 +159,7 @@ def run_main(args, capsys):
         ([*TINY, "--method", "topk(kep=0.5)"], "unknown parameter"),
         ([*TINY, "--method", "topk(keep=0.5"], "bracket"),
         ([*TINY, "--method", "golden"], "rankings"),
+        (["--method", "golden", "--budget", "0.8"], "--dataset"),  # the embedded model ships rankings
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(args, message, capsys):

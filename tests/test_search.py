@@ -6,12 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cliprank.cost.budget import solve
+from cliprank.data.meta import image_hashes
 from cliprank.engine import Plan, encode
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Resources
+from cliprank.methods.budget import solve
 from cliprank.search.greedy import SearchSettings, greedy_rankings, ranking_to_scores, search_batch
-from cliprank.search.store import RankingIndex, RankingLookup, Rankings, RankingsMeta, RankingStore, image_hashes
+from cliprank.search.store import RankingIndex, RankingLookup, Rankings, RankingsMeta, RankingStore
 from cliprank.search.units import make_units
 
 

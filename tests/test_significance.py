@@ -13,6 +13,7 @@ from scipy.stats import binomtest
 from test_report import environment, record
 
 from cliprank.report import Report, save_report
+from cliprank.report.bits import pack_bits, unpack_bits
 from cliprank.report.claims import dataset_claims, mean_claims
 from cliprank.report.compare import compare_methods
 from cliprank.report.markdown import render_markdown
@@ -21,10 +22,8 @@ from cliprank.report.significance import (
     SIGN_FLIP,
     compact_letters,
     mcnemar_exact,
-    pack_bits,
     paired_mean_test,
     paired_test,
-    unpack_bits,
     wilson_interval,
 )
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from cliprank.cost.budget import solve
 from cliprank.engine import TokenState, Trace, encode
+from cliprank.methods.budget import solve
 from cliprank.methods.evit import reorganize
 from cliprank.methods.tome import bipartite_merge
 

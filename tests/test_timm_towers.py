@@ -21,20 +21,21 @@ from typer.testing import CliRunner
 from cliprank.cli import _register_commands
 from cliprank.commands import app
 from cliprank.cost.analytic import per_image_macs, schedule_macs, unpruned_macs
-from cliprank.cost.budget import solve
 from cliprank.cost.counting import count_macs, count_macs_torch
+from cliprank.data.meta import image_hashes
 from cliprank.engine import RECEIVED_ATTENTION, Plan, TokenState, Trace, encode
 from cliprank.engine.attention import attend, attention_bias
 from cliprank.engine.forward import pool
 from cliprank.errors import CliprankError
 from cliprank.methods import Resources
 from cliprank.methods.attention_score import CLS_FREE_LABEL
+from cliprank.methods.budget import solve
 from cliprank.models import describe, load_model
 from cliprank.predictor.io import LoadedPredictor
 from cliprank.predictor.model import PredictorConfig, RankingPredictor
 from cliprank.profiling import check_schedule, executed_schedule
 from cliprank.search.greedy import SearchSettings, search_batch
-from cliprank.search.store import RankingIndex, Rankings, RankingsMeta, RankingStore, image_hashes
+from cliprank.search.store import RankingIndex, Rankings, RankingsMeta, RankingStore
 
 towers.register()
 
@@ -382,7 +383,7 @@ def test_the_siglip_paper_recipe_prunes_forty_percent_and_holds_every_method_to_
     """recipes/paper-siglip-b16: ViT-B-16-SigLIP, the seven paper datasets, 118 of 196 patches kept."""
     import typer
 
-    from cliprank.recipes import load_recipe, resolve_recipe
+    from cliprank.commands.recipes import load_recipe, resolve_recipe
 
     _register_commands()
     evaluate = typer.main.get_command(app).commands["evaluate"]

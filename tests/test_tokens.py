@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from cliprank.cost.analytic import schedule_macs
-from cliprank.cost.budget import solve
 from cliprank.engine import Plan, Trace, encode
 from cliprank.engine.state import LEARNABLE
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Resources
+from cliprank.methods.budget import solve
 from cliprank.models.loading import LoadedModel
 from cliprank.tokens.io import LoadedTokens, TokensSet, load_tokens, save_tokens
 from cliprank.tokens.model import LearnedTokens, TokenConfig
@@ -155,3 +155,36 @@ def test_training_resumes_to_the_same_tokens(tiny, tmp_path) -> None:
     assert [h["epoch"] for h in info["history"]] == [1, 2, 3]
     a, b = load_tokens(whole, tiny).items[0].module, load_tokens(resumed, tiny).items[0].module
     assert torch.equal(a.visual, b.visual)
+
+
+@pytest.mark.parametrize(
+    "method, values, block",
+    [
+        ("random", {"keep": 0.5}, 3),
+        ("random", {"keep": 0.5, "block": 1}, 1),
+        ("evit", {"keep": 0.7}, 1),
+        ("tome", {"r": 2}, 0),
+    ],
+)
+def test_tokens_go_where_the_method_first_changes_tokens(tiny, method, values, block) -> None:
+    """Read from the method's plan: EViT's default blocks on 6 blocks are 1, 3, 4; ToMe merges from block 0."""
+    assert solve(method, tiny.arch, values, None).method.first_reduction_block() == block
+    assert solve("none", tiny.arch, {}, None).method.first_reduction_block() is None
+
+
+def test_a_method_that_changes_no_tokens_needs_a_block(tiny, tmp_path) -> None:
+    with pytest.raises(CliprankError, match="--block"):
+        run_add_tokens(tiny, _job(tmp_path, method="none", values={}))
+
+
+def test_text_context_replaces_the_classifier_of_its_rows_only(tiny) -> None:
+    names = ["cat", "dog"]
+    default = torch.zeros(tiny.arch.output_dim, 2)
+    plain = solve("random", tiny.arch, {"keep": 0.5}, None).method
+    tokens = LearnedTokens(config(tiny, text_context=2))
+    setup = {"method": "random", "values": dict(plain.values)}
+    resources = Resources(tokens=TokensSet([LoadedTokens(tokens, setup, {}, None)]))
+    with_context = solve("random+tokens", tiny.arch, {"keep": 0.5}, None, resources).method
+    assert plain.text_classifier(tiny, names, default) is default
+    learned = with_context.text_classifier(tiny, names, default)
+    assert learned.shape == default.shape and not torch.equal(learned, default)

@@ -11,8 +11,8 @@ from cli_runner import run_cli
 from PIL import Image
 
 from cliprank.cost.analytic import per_image_macs
-from cliprank.cost.budget import solve
 from cliprank.engine import Trace, encode
+from cliprank.methods.budget import solve
 from cliprank.visualize.capture import Row, capture
 from cliprank.visualize.draw import (
     FUSED_RGB,

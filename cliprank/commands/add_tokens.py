@@ -9,9 +9,17 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.evaluate import EMBEDDED_DATASETS, progress_bar
-from cliprank.commands.options import QuickGeluOption, parse_budgets, set_threads, split_list
-from cliprank.recipes import RecipeOption
+from cliprank.commands.options import (
+    EMBEDDED_DATASETS,
+    QuickGeluOption,
+    progress_bar,
+    resource_files,
+    set_threads,
+    split_list,
+)
+from cliprank.commands.recipes import RecipeOption
+from cliprank.errors import CliprankError
+from cliprank.methods.spec import parse_budgets, parse_method_specs
 
 
 @app.command("add-tokens")
@@ -27,7 +35,7 @@ def add_tokens_command(
     pretrained: str = typer.Option("embedded", "--pretrained", "-p"),
     count: int = typer.Option(4, help="Number of learnable visual tokens."),
     block: int | None = typer.Option(
-        None, help="Block where tokens enter (default: the method's pruning block; 0 = input)."
+        None, help="Block where tokens enter (default: the first block the method changes; 0 = input)."
     ),
     placement: str = typer.Option("shallow", help="shallow (one set) or deep (fresh tokens every block)."),
     text_context: int = typer.Option(0, help="CoOp-style learned text context vectors (needs --objective fewshot)."),
@@ -50,9 +58,8 @@ def add_tokens_command(
     recipe: str | None = RecipeOption,
 ) -> None:
     """Train a few tokens (CLIP frozen) that recover the accuracy one pruning setup loses."""
+    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
     from cliprank.distributed import Distributed
-    from cliprank.errors import CliprankError
-    from cliprank.methods.spec import parse_method_specs
     from cliprank.models.loading import load_model
     from cliprank.tokens.pipeline import TokensJob, run_add_tokens
     from cliprank.tokens.train import TokenTrainSettings
@@ -65,30 +72,28 @@ def add_tokens_command(
     if len(budgets) != 1:
         raise CliprankError("add-tokens trains tokens for one budget; pass a single --budget")
     name, values = specs[0]
+    job = TokensJob(
+        method=name,
+        values=values,
+        budget=budgets[0],
+        datasets=split_list(dataset),
+        out=out,
+        count=count,
+        block=block,
+        placement=placement,
+        text_context=text_context,
+        train_split=train_split,
+        val_split=val_split,
+        limit=limit,
+        dataset_root=dataset_root,
+        files=resource_files(rankings, predictor),
+        settings=TokenTrainSettings(
+            objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
+        ),
+    )
     with Distributed.from_environment(device) as dist:
-        dist.log_to(out.with_name(out.name + ".logs"))
         loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
-        job = TokensJob(
-            method=name,
-            values=values,
-            budget=budgets[0],
-            datasets=split_list(dataset),
-            out=out,
-            count=count,
-            block=block,
-            placement=placement,
-            text_context=text_context,
-            train_split=train_split,
-            val_split=val_split,
-            limit=limit,
-            dataset_root=dataset_root,
-            rankings=list(rankings or []),
-            predictor=predictor,
-            settings=TokenTrainSettings(
-                objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
-            ),
-        )
-        with progress_bar() if dist.is_main else dist.quiet() as progress:
+        with progress_bar(dist) as progress:
             path, info = run_add_tokens(loaded, job, progress, dist)
         if not dist.is_main:
             return

@@ -11,7 +11,11 @@ from typing import Annotated
 import typer
 
 from cliprank.commands import app
-from cliprank.recipes import RecipeOption
+from cliprank.commands.recipes import RecipeOption
+from cliprank.errors import CliprankError
+from cliprank.methods.spec import split_top_level
+from cliprank.report.compare import Tolerances, compare_methods, compare_reports, render_method_pairs, render_summary
+from cliprank.report.schema import load_report
 
 
 @app.command("compare")
@@ -44,10 +48,6 @@ def compare(
 
     With --methods A,B and one report: test method A against method B on the same images instead.
     """
-    from cliprank.errors import CliprankError
-    from cliprank.report.compare import Tolerances, compare_reports, render_summary
-    from cliprank.report.schema import load_report
-
     if methods is not None:
         text = _compare_methods(base, new, methods)
         _echo(text, summary)
@@ -69,11 +69,6 @@ def compare(
 
 
 def _compare_methods(report_path: Path, extra: Path | None, methods: str) -> str:
-    from cliprank.errors import CliprankError
-    from cliprank.methods.spec import split_top_level
-    from cliprank.report.compare import compare_methods, render_method_pairs
-    from cliprank.report.schema import load_report
-
     if extra is not None:
         raise CliprankError("--methods compares two methods inside one report; pass a single report")
     names = [name for name in split_top_level(methods) if name]
@@ -89,8 +84,6 @@ def _compare_methods(report_path: Path, extra: Path | None, methods: str) -> str
 
 
 def _echo(text: str, summary: Path | None) -> None:
-    from cliprank.errors import CliprankError
-
     typer.echo(text, nl=False)
     if summary is not None:
         try:

@@ -6,27 +6,25 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption, parse_budgets, parse_models, resolve_methods, set_threads
-from cliprank.recipes import RecipeOption
+from cliprank.commands.options import (
+    EMBEDDED_DATASETS,
+    QuickGeluOption,
+    parse_models,
+    progress_bar,
+    resource_files,
+    set_threads,
+    split_list,
+)
+from cliprank.commands.recipes import RecipeOption
+from cliprank.methods.spec import parse_budgets, parse_method_specs
+from cliprank.report.claims import mean_claims
+from cliprank.report.grouping import by_model, means
 
-EMBEDDED_DATASETS = "digits,textiles,faces"
 DEFAULT_BUDGETS = "0.6,0.7,0.8,0.9"
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
 
 
 @app.command("evaluate")
@@ -70,16 +68,16 @@ def evaluate_command(
     recipe: str | None = RecipeOption,
 ) -> None:
     """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
+    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
     from cliprank.distributed import Distributed
-    from cliprank.evaluate import EvaluateSettings, run_evaluation
+    from cliprank.evaluation.run import EvaluateJob, run_evaluate
+    from cliprank.models.loading import load_model
 
     models = parse_models(model, pretrained)
-    datasets = [d.strip() for d in (dataset or EMBEDDED_DATASETS).split(",") if d.strip()]
     set_threads(threads)
-    settings = EvaluateSettings(
-        models=models,
-        datasets=datasets,
-        methods=resolve_methods(method, models, rankings, predictor, tokens),
+    job = EvaluateJob(
+        datasets=split_list(dataset or EMBEDDED_DATASETS),
+        methods=parse_method_specs(method),
         budgets=parse_budgets(budget),
         out=out,
         split=split,
@@ -88,31 +86,23 @@ def evaluate_command(
         download=download,
         batch_size=batch_size,
         workers=workers,
-        device=device,
         seed=seed,
-        threads=threads,
-        rankings=list(rankings or []),
-        predictor=predictor,
-        tokens=tokens,
+        files=resource_files(rankings, predictor, tokens),
         measure_speed=speed,
         count_flops=flops,
-        quick_gelu=quick_gelu,
         patch_maps=patch_maps,
     )
     with Distributed.from_environment(device) as dist:
-        dist.log_to(out / "logs")
-        with progress_bar() if dist.is_main else dist.quiet() as progress:
-            say = progress.console.print if progress is not None else (lambda message: None)
-            writer = run_evaluation(settings, progress, dist, log=lambda message: say(f"[yellow]{message}[/]"))
+        with progress_bar(dist) as progress:
+            for name, weights in models:
+                loaded = load_model(name, weights, device=dist.device, quick_gelu=quick_gelu)
+                writer = run_evaluate(loaded, job, progress, dist)
         if dist.is_main:
             show_summary(writer)
 
 
 def show_summary(writer) -> None:
     """Mean acc1 per method and budget over the datasets, marked with what the paired tests support."""
-    from cliprank.report.claims import mean_claims
-    from cliprank.report.grouping import by_model, means
-
     console = Console()
     for (model, pretrained), records in by_model(writer.records).items():
         cells, claims = means(records), mean_claims(records)

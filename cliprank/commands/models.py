@@ -10,20 +10,21 @@ from cliprank.commands import app
 
 @app.command("methods")
 def list_methods() -> None:
-    """List the token-reduction methods, their knobs and papers."""
-    from cliprank.methods import REGISTRY
+    """List the token-reduction methods — built in, or installed by other packages — their knobs and papers."""
+    from cliprank.methods.registry import methods  # imports torch: only for this command, never for --help
 
-    table = Table("method", "knob", "parameters", "what it does", "paper", "parity test against")
-    for name, cls in sorted(REGISTRY.items()):
+    table = Table("method", "knob", "parameters", "what it does", "paper", "parity test against", "from")
+    for name, cls in methods().items():
         params = ", ".join(f"{p.name}={p.default}" for p in cls.params)
-        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper, cls.reference or "-")
+        source = "cliprank" if cls.__module__.startswith("cliprank.") else cls.__module__
+        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper, cls.reference or "-", source)
     Console().print(table)
 
 
 @app.command("models")
 def list_models() -> None:
     """List the open_clip models cliprank can prune (ViT towers, open_clip or timm) and their tags, then the rest."""
-    import open_clip
+    import open_clip  # open_clip and torch load here, for this command only: --help must not wait for them
     from rich.progress import track
 
     from cliprank.models.loading import known_models, vision_refusal
@@ -47,7 +48,7 @@ def list_models() -> None:
 @app.command("datasets")
 def list_datasets() -> None:
     """List the dataset names `--dataset` accepts (embedded, CLIP_benchmark, imagefolder:PATH)."""
-    from cliprank.data import catalog
+    from cliprank.data import catalog  # imports torch: only for this command, never for --help
 
     table = Table("dataset", "what it is")
     for name, description in catalog().items():

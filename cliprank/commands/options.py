@@ -1,23 +1,39 @@
-"""Parsing shared by commands: model lists, budgets, method lists, threads."""
+"""What the commands share: option parsing (models, lists, resource files), threads, the progress display.
+
+Nothing here imports torch at import time: `cliprank --help` and bad options answer at once.
+"""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from cliprank.errors import CliprankError
-from cliprank.methods.spec import MethodSpec, parse_method_specs
+
+if TYPE_CHECKING:
+    from cliprank.distributed import Distributed
+    from cliprank.resources import ResourceFiles
+
+EMBEDDED_DATASETS = "digits,textiles,faces"
 
 QuickGeluOption = typer.Option(
     None,
     "--quick-gelu/--no-quick-gelu",
     help="Force QuickGELU on or off (default: decided from the weights; OpenAI weights need it).",
 )
-
-# `--method all`: every method, in report order; those needing missing resources are dropped with a note.
-ALL_METHODS = ("none", "random", "topk", "evit", "tome", "ats", "golden", "predictor", "predictor+tokens")
 
 
 def split_list(text: str) -> list[str]:
@@ -35,43 +51,35 @@ def parse_models(models: str, pretrained: str) -> list[tuple[str, str]]:
     return list(zip(names, tags))
 
 
-def parse_budgets(text: str | None) -> list[float | None]:
-    if text is None or text.strip().lower() in ("", "none"):
-        return [None]
-    budgets = []
-    for part in split_list(text):
-        try:
-            value = float(part)
-        except ValueError as err:
-            raise CliprankError(f"budget '{part}' is not a number; give fractions like 0.5,0.7") from err
-        if not 0 < value <= 1:
-            raise CliprankError(f"budget {value} is out of range; give a fraction of the unpruned GMACs in (0, 1]")
-        budgets.append(value)
-    return budgets
+def resource_files(
+    rankings: list[Path] | None = None, predictor: Path | None = None, tokens: Path | None = None
+) -> ResourceFiles:
+    from cliprank.resources import ResourceFiles  # loads torch: only once the command runs, never for --help
 
-
-def resolve_methods(
-    text: str,
-    models: list[tuple[str, str]],
-    rankings: list[Path] | None,
-    predictor: Path | None,
-    tokens: Path | None,
-) -> list[MethodSpec]:
-    """Method specs; `all` expands to every method whose inputs exist for these models."""
-    if text.strip() != "all":
-        return parse_method_specs(text)
-    from cliprank.models import embedded
-
-    embedded_only = all(pretrained == embedded.TAG for _, pretrained in models)
-    available = {
-        "golden": bool(rankings) or (embedded_only and embedded.has_rankings()),
-        "predictor": predictor is not None or (embedded_only and embedded.has_predictor()),
-        "predictor+tokens": (predictor is not None or (embedded_only and embedded.has_predictor()))
-        and (tokens is not None or (embedded_only and embedded.has_tokens())),
-    }
-    return [(name, {}) for name in ALL_METHODS if available.get(name, True)]
+    return ResourceFiles(tuple(rankings or ()), predictor, tokens)
 
 
 def set_threads(threads: int | None) -> None:
     if threads is not None:
+        import torch  # only once the command runs: --help must not wait for torch
+
         torch.set_num_threads(threads)
+
+
+def progress_bar(dist: Distributed) -> AbstractContextManager[Progress | None]:
+    """Rank 0's progress bars; nothing on the other ranks."""
+    if not dist.is_main:
+        return nullcontext(None)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+def status_line() -> Progress:
+    """A one-line spinner on stderr that says what is being done and leaves nothing behind (logs, pipes)."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}…"), console=Console(stderr=True), transient=True)

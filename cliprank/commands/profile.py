@@ -10,21 +10,23 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption
-from cliprank.recipes import RecipeOption
+from cliprank.commands.options import QuickGeluOption, resource_files, status_line
+from cliprank.commands.recipes import RecipeOption
+from cliprank.methods.spec import parse_budgets, parse_method_specs
 
 if TYPE_CHECKING:
-    from cliprank.profiling import ProfileResult
+    from cliprank.report.profile import ProfileResult
 
 
 def render(result: ProfileResult) -> list[Table]:
     """Two narrow tables (cost, then speed), so they fit a terminal; flagged GMACs get a red mark."""
-    from cliprank.profiling import CONVENTION, compact_schedule, format_bytes, format_number, speedups
+    # imports torch and fvcore: only once a profile is rendered, never for --help
+    from cliprank.report.profile import CONVENTION, compact_schedule, format_bytes, format_number, speedups
 
     cost = Table(title=f"{result.model['name']} ({result.model['pretrained']}): cost — {CONVENTION}")
     for column in ("method", "budget", "GMACs", "analytic", "Δ", "tokens entering attention", "schedule"):
         cost.add_column(column, justify="right" if column in ("budget", "GMACs", "analytic", "Δ") else "left")
-    speed = Table(title=f"speed: batch {result.settings.batch_size}, median of {result.settings.repeats}")
+    speed = Table(title=f"speed: batch {result.settings['batch_size']}, median of {result.settings['repeats']}")
     for column in ("method", "budget", "params", "img/s", "speed-up (ideal)", "ms at b=1", "peak memory"):
         speed.add_column(column, justify="left" if column == "method" else "right")
     for row, (measured, ideal) in zip(result.rows, speedups(result.rows), strict=True):
@@ -86,16 +88,15 @@ def profile(
     recipe: str | None = RecipeOption,
 ) -> None:
     """Profile pruning settings: GMACs analytic vs counted (fvcore), executed schedule, params, speed, memory."""
-    from cliprank.commands.options import parse_budgets
-    from cliprank.methods.spec import parse_method_specs
-    from cliprank.profiling import ProfileSettings, run_profile, write_outputs
+    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
+    from cliprank.distributed import Distributed
+    from cliprank.models.loading import load_model
+    from cliprank.profiling import ProfileJob, run_profile
+    from cliprank.report.profile import write_profile
 
-    settings = ProfileSettings(
-        model=model,
-        pretrained=pretrained,
+    job = ProfileJob(
         methods=tuple(parse_method_specs(method)),
         budgets=tuple(parse_budgets(budget)),
-        device=device,
         batch_size=batch_size,
         threads=threads,
         repeats=repeats,
@@ -105,14 +106,13 @@ def profile(
         dataset=dataset,
         split=split,
         dataset_root=dataset_root,
-        rankings=tuple(rankings or ()),
-        predictor=predictor,
-        tokens=tokens,
-        quick_gelu=quick_gelu,
+        files=resource_files(rankings, predictor, tokens),
     )
-    status = Console(stderr=True)
-    with status.status("profiling…") as spinner:  # transient: nothing is left in logs or pipes
-        result = run_profile(settings, progress=lambda message: spinner.update(f"{message}…"))
+    with Distributed.from_environment(device) as dist, status_line() as progress:
+        loading = progress.add_task(f"loading {model} ({pretrained})")
+        loaded = load_model(model, pretrained, device=dist.device, seed=seed, quick_gelu=quick_gelu)
+        progress.remove_task(loading)
+        result = run_profile(loaded, job, progress, dist)
     console = Console()
     for table in render(result):
         console.print(table)
@@ -120,5 +120,5 @@ def profile(
         for note in row.notes:
             console.print(f"[yellow]note[/] {row.spec}: {note}")
     if out is not None:
-        json_path, md_path = write_outputs(result, out)
-        status.print(f"wrote {json_path} and {md_path}")
+        json_path, md_path = write_profile(result, out)
+        Console(stderr=True).print(f"wrote {json_path} and {md_path}")

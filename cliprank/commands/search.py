@@ -8,9 +8,8 @@ import typer
 from rich.console import Console
 
 from cliprank.commands import app
-from cliprank.commands.evaluate import progress_bar
-from cliprank.commands.options import QuickGeluOption, set_threads
-from cliprank.recipes import RecipeOption
+from cliprank.commands.options import QuickGeluOption, progress_bar, set_threads
+from cliprank.commands.recipes import RecipeOption
 
 
 @app.command("search")
@@ -39,43 +38,37 @@ def search_command(
     recipe: str | None = RecipeOption,
 ) -> None:
     """Find each image's golden ranking of patch tokens at the pruning block."""
-    from cliprank.data import load_dataset
+    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
     from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
     from cliprank.search.greedy import SearchSettings
-    from cliprank.search.run import default_output, finish, run_search
+    from cliprank.search.run import SearchJob, run_search
 
     set_threads(threads)
-    settings = SearchSettings(
-        block=block, unit=unit, step_tokens=step_tokens, total=total, score=score, direction=direction
+    job = SearchJob(
+        dataset=dataset,
+        settings=SearchSettings(
+            block=block, unit=unit, step_tokens=step_tokens, total=total, score=score, direction=direction
+        ),
+        split=split,
+        limit=limit,
+        dataset_root=dataset_root,
+        download=download,
+        out=out,
+        chunk_size=chunk_size,
+        max_batch_tokens=max_batch_tokens,
     )
     with Distributed.from_environment(device) as dist:
         loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
-        settings.validate(loaded.arch)
-        with dist.main_first():  # one rank builds or downloads the data, the others read it
-            data = load_dataset(
-                dataset, split=split, root=dataset_root, transform=loaded.preprocess, limit=limit, download=download
-            )
-        path = out or default_output(loaded, data, settings)
-        dist.log_to(path.with_name(path.name + ".logs"))
-        with progress_bar() if dist.is_main else dist.quiet() as progress:
-            _, stats = run_search(
-                loaded,
-                data,
-                settings,
-                path,
-                chunk_size,
-                max_batch_tokens,
-                dist.rank,
-                dist.world_size,
-                progress if dist.is_main else None,
-                merge=False,
-            )
-        searched = dist.total(stats.images)  # also the barrier: every rank has written its chunks
-        if dist.is_main:
-            final = finish(loaded, data, settings, path, chunk_size)
-            shared = f"{dist.world_size} processes searched {searched} now; rank 0" if dist.enabled else "this process"
-            Console().print(
-                f"rankings: {final} ({len(data)} images; {shared} searched {stats.images} in {stats.seconds:.1f} s, "
-                f"{stats.images_per_hour:.0f} images/hour)"
-            )
+        with progress_bar(dist) as progress:
+            outcome = run_search(loaded, job, progress, dist)
+        if not dist.is_main:
+            return
+        stats = outcome.stats
+        shared = (
+            f"{dist.world_size} processes searched {outcome.searched} now; rank 0" if dist.enabled else "this process"
+        )
+    Console().print(
+        f"rankings: {outcome.path} ({outcome.images} images; {shared} searched {stats.images} "
+        f"in {stats.seconds:.1f} s, {stats.images_per_hour:.0f} images/hour)"
+    )

@@ -8,9 +8,10 @@ import typer
 from rich.console import Console
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption, parse_budgets, parse_models, resolve_methods, set_threads
+from cliprank.commands.options import QuickGeluOption, parse_models, resource_files, set_threads
+from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
-from cliprank.recipes import RecipeOption
+from cliprank.methods.spec import parse_budgets, parse_method_specs
 
 
 def parse_indices(text: str | None) -> list[int]:
@@ -49,8 +50,10 @@ def show_command(
     """Draw what every method keeps of chosen images at one budget: dropped patches greyed out, ToMe's
     merged groups one colour each, EViT's fused token striped, beside the golden ranking and the
     predictor's scores. Example: cliprank show -d digits -i 3,17 -b 0.6"""
-    from cliprank.methods.base import method_class
-    from cliprank.show import ShowSettings, run_show
+    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
+    from cliprank.distributed import check_device
+    from cliprank.models.loading import load_model
+    from cliprank.show import ShowJob, run_show
 
     budgets = parse_budgets(budget)
     if len(budgets) != 1:
@@ -58,27 +61,19 @@ def show_command(
     models = parse_models(model, pretrained)
     if len(models) != 1:
         raise CliprankError("show draws one model at a time; pass one --model")
-    methods = resolve_methods(method, models, rankings, predictor, tokens)
-    if image and method.strip() == "all":  # image files have no golden ranking: leave the oracle out
-        methods = [(name, knobs) for name, knobs in methods if "rankings" not in method_class(name).requires]
-    set_threads(threads)
-    path = run_show(
-        ShowSettings(
-            dataset=dataset,
-            methods=methods,
-            budget=budgets[0],
-            out=out,
-            indices=parse_indices(index),
-            images=list(image or []),
-            model=models[0][0],
-            pretrained=models[0][1],
-            split=split,
-            dataset_root=dataset_root,
-            rankings=list(rankings or []),
-            predictor=predictor,
-            tokens=tokens,
-            device=device,
-            quick_gelu=quick_gelu,
-        )
+    job = ShowJob(
+        dataset=dataset,
+        methods=parse_method_specs(method),
+        budget=budgets[0],
+        out=out,
+        indices=parse_indices(index),
+        images=list(image or []),
+        split=split,
+        dataset_root=dataset_root,
+        files=resource_files(rankings, predictor, tokens),
     )
+    set_threads(threads)
+    check_device(device)
+    loaded = load_model(models[0][0], models[0][1], device=device, quick_gelu=quick_gelu)
+    path = run_show(loaded, job)
     Console(soft_wrap=True).print(f"patch maps: {path}")

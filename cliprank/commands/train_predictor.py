@@ -9,9 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.evaluate import EMBEDDED_DATASETS, progress_bar
-from cliprank.commands.options import QuickGeluOption, set_threads, split_list
-from cliprank.recipes import RecipeOption
+from cliprank.commands.options import EMBEDDED_DATASETS, QuickGeluOption, progress_bar, set_threads, split_list
+from cliprank.commands.recipes import RecipeOption
 
 
 @app.command("train-predictor")
@@ -50,9 +49,10 @@ def train_predictor_command(
     recipe: str | None = RecipeOption,
 ) -> None:
     """Train the ranking predictor on golden rankings; validates each epoch, keeps the best, resumes."""
+    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
     from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
-    from cliprank.predictor.pipeline import PredictorJob, run_training
+    from cliprank.predictor.pipeline import PredictorJob, run_train_predictor
     from cliprank.predictor.train import preset_settings
 
     set_threads(threads)
@@ -70,21 +70,20 @@ def train_predictor_command(
         seed=seed,
     )
     settings.validate()
+    job = PredictorJob(
+        datasets=split_list(dataset),
+        rankings=list(rankings),
+        out=out,
+        train_split=train_split,
+        val_split=val_split,
+        limit=limit,
+        dataset_root=dataset_root,
+        settings=settings,
+    )
     with Distributed.from_environment(device) as dist:
-        dist.log_to(out.with_name(out.name + ".logs"))
         loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
-        job = PredictorJob(
-            datasets=split_list(dataset),
-            rankings=list(rankings),
-            out=out,
-            train_split=train_split,
-            val_split=val_split,
-            limit=limit,
-            dataset_root=dataset_root,
-            settings=settings,
-        )
-        with progress_bar() if dist.is_main else dist.quiet() as progress:
-            path, info = run_training(loaded, job, progress, dist)
+        with progress_bar(dist) as progress:
+            path, info = run_train_predictor(loaded, job, progress, dist)
         if not dist.is_main:
             return
     best = info["best"]

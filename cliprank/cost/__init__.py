@@ -1,1 +1,1 @@
-"""Costs: analytic MACs of token schedules, fvcore counting, and the budget solver."""
+"""Costs: analytic MACs of token schedules and fvcore counting (the budget solver is `cliprank.methods.budget`)."""

@@ -57,7 +57,7 @@ def imagenet_classnames() -> list[str]:
 
 def imagenet_templates() -> list[str]:
     """OpenAI's 80 ImageNet templates (open_clip stores them as functions of the class name)."""
-    import open_clip
+    import open_clip  # (see above)
 
     return [normalise_template(make(PLACEHOLDER)) for make in open_clip.OPENAI_IMAGENET_TEMPLATES]
 

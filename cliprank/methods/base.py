@@ -8,6 +8,10 @@ GMACs target.
 
 Methods never do I/O; what they need from outside (stored rankings, a trained predictor, learned
 tokens) arrives through `Resources`.
+
+Everything a pipeline needs to know about a method is declared here, on the class — which files it
+needs (`requires`), whether it is an oracle, whether `--method all` runs it, the first block it
+changes, the text classifier it scores with — so no pipeline ever asks for a method by name.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import Plan
 from cliprank.errors import CliprankError
 from cliprank.models.arch import VisionArch
+
+if TYPE_CHECKING:
+    import torch
+
+    from cliprank.models.loading import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class Method(ABC):
     produces_ranking: ClassVar[bool] = False  # records a per-patch ranking (judged against golden)
     label: ClassVar[str] = ""  # e.g. "oracle" for golden
     requires: ClassVar[tuple[str, ...]] = ()  # Resources fields it needs: "rankings", "predictor", "tokens"
+    oracle: ClassVar[bool] = False  # decides with each image's search result: not deployable, not judged by it
+    in_all: ClassVar[bool] = True  # one of the methods `--method all` runs (when what it requires exists)
 
     def __init__(self, arch: VisionArch, resources: Resources | None = None, **values: Any):
         self.arch = arch
@@ -102,28 +113,30 @@ class Method(ABC):
     def describe(self) -> dict[str, Any]:
         return dict(self.values)
 
+    def first_reduction_block(self) -> int | None:
+        """The first block whose tokens this setting changes (None: it changes none).
+
+        Read from the plan, so it cannot drift from what runs; learned tokens go in there by default.
+        """
+        for index, layer in enumerate(self.plan().layers):
+            if layer.before or layer.after_attention:
+                return index
+        return None
+
+    def text_classifier(self, model: LoadedModel, classnames: Sequence[str], default: torch.Tensor) -> torch.Tensor:
+        """The zero-shot classifier this setting scores with: the shared one unless it learns text context."""
+        return default
+
     def with_values(self, **changes: Any) -> Method:
         return type(self)(self.arch, self.resources, **{**self.values, **changes})
 
 
-REGISTRY: dict[str, type[Method]] = {}
+REGISTRY: dict[str, type[Method]] = {}  # the built-in methods; `cliprank.methods.registry` adds plug-ins
 
 
 def register(cls: type[Method]) -> type[Method]:
     REGISTRY[cls.name] = cls
     return cls
-
-
-def method_class(name: str) -> type[Method]:
-    """The class registered as `name`; `NAME+tokens` is NAME followed by learned tokens."""
-    import cliprank.methods  # noqa: F401  (registers the built-in methods)
-    from cliprank.methods.with_tokens import SUFFIX, with_tokens
-
-    if name.endswith(SUFFIX) and name[: -len(SUFFIX)] in REGISTRY:
-        return with_tokens(REGISTRY[name[: -len(SUFFIX)]])
-    if name not in REGISTRY:
-        raise CliprankError(f"unknown method '{name}'; available: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
 
 
 # ----- reusable coercions and checks -----

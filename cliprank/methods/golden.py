@@ -58,4 +58,5 @@ class Golden(PruneAtBase):
     paper = "Wu et al., Patch Ranking: Token Pruning as Ranking Prediction for Efficient CLIP, WACV 2025"
     scorer_name = "golden"
     label = "oracle"
+    oracle = True
     requires = ("rankings",)

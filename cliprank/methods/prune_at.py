@@ -129,6 +129,7 @@ class PruneAt(PruneAtBase):
     name = "prune-at"
     summary = "one-shot pruning before a block by a chosen per-patch score"
     paper = "Wu et al., Patch Ranking: Token Pruning as Ranking Prediction for Efficient CLIP, WACV 2025"
+    in_all = False  # its scores are random, golden and predictor, which `all` runs as methods of their own
     params = PruneAtBase.params + (Param("score", "random", "per-patch score: random, golden or predictor", str),)
 
     def make_scorer(self) -> Scorer:

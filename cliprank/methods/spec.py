@@ -1,10 +1,15 @@
-"""Method specs as users type them: `topk,tome(r=8),evit(keep=0.7,blocks=[3,6,9])`.
+"""Method specs and budgets as users type them: `topk,tome(r=8),evit(keep=0.7,blocks=[3,6,9])`, `0.6,0.7`.
 
 A spec list is split on the commas outside parentheses and brackets; each spec is a method name with
 optional `key=value` knobs in parentheses. Values are read as YAML (`8` → int, `0.7` → float,
 `[3,6,9]` → list, `true` → bool, anything else → text), the same reader recipes use, so a knob looks
 the same on the command line and in a recipe. Names and knobs are checked later, by the method itself,
-which knows its valid parameters; this module only checks the syntax.
+which knows its valid parameters; this module only checks the syntax. A method defined outside cliprank
+can be named by its import path, `package.module:Class(keep=0.5)` (see `cliprank.methods.registry`).
+
+Budgets are fractions of the unpruned model's GMACs in (0, 1]; `none` (or nothing) means "knobs as given".
+
+Nothing here imports torch: the command line checks what the user typed before any model is loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from cliprank.errors import CliprankError
 
 MethodSpec = tuple[str, dict[str, Any]]
 
-_NAME = re.compile(r"^[A-Za-z_][\w\-+]*$")
+_NAME = re.compile(r"^(?:[A-Za-z_][\w.]*:)?[A-Za-z_][\w\-+]*$")  # name, or module.path:Class
 _OPENING = {"(": ")", "[": "]", "{": "}"}
 
 
@@ -106,3 +111,26 @@ def _format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def check_budget(budget: float) -> None:
+    """A budget is a fraction of the unpruned model's GMACs: (0, 1]."""
+    if not 0 < budget <= 1:
+        raise CliprankError(f"budget {budget} is out of range; give a fraction of the unpruned GMACs in (0, 1]")
+
+
+def parse_budgets(text: str | None) -> list[float | None]:
+    """Comma-separated budgets; `none` or nothing is one unbudgeted pass (knobs as given)."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return [None]
+    budgets: list[float | None] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError as err:
+            raise CliprankError(f"budget '{part}' is not a number; give fractions like 0.5,0.7") from err
+        check_budget(value)
+        budgets.append(value)
+    return budgets

@@ -5,17 +5,24 @@ CLIP frozen (`cliprank add-tokens`), are inserted after the method's reduction. 
 through every later block, so they are part of the schedule and of the GMACs; the budget solver
 therefore gives `predictor+tokens` a slightly smaller keep than `predictor` at the same budget. The
 tokens used are the ones trained for exactly the solved setting — another setting is an error.
+Tokens trained with learned text context (CoOp-style) also replace the zero-shot classifier.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import Plan
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Method
+
+if TYPE_CHECKING:
+    import torch
+
+    from cliprank.models.loading import LoadedModel
 
 SUFFIX = "+tokens"
 
@@ -61,6 +68,10 @@ def with_tokens(base: type[Method]) -> type[Method]:
 
         def plan(self) -> Plan:
             return super().plan().then(self.learned().module.plan())
+
+        def text_classifier(self, model: LoadedModel, classnames: Sequence[str], default: torch.Tensor) -> torch.Tensor:
+            tokens = self.learned().module
+            return default if tokens.context is None else tokens.text_classifier(model, classnames)
 
         def describe(self) -> dict[str, Any]:
             config = self.token_config

@@ -18,6 +18,7 @@ import contextlib
 import difflib
 import functools
 import io
+import json
 import logging
 import os
 import socket
@@ -30,6 +31,7 @@ from typing import Any
 
 import open_clip
 import torch
+from open_clip.model import build_model_from_openai_state_dict
 
 from cliprank.errors import CliprankError
 from cliprank.models import embedded
@@ -164,8 +166,6 @@ def _sidecar_quick_gelu(path: Path) -> bool | None:
     sidecar = path.parent / "open_clip_config.json"
     if not sidecar.is_file():
         return None
-    import json
-
     try:
         return bool(json.loads(sidecar.read_text())["model_cfg"].get("quick_gelu", False))
     except (ValueError, KeyError):
@@ -198,8 +198,6 @@ def _load_local(name: str, path: Path, quick_gelu: bool) -> torch.nn.Module:
         if _is_torchscript(path):
             model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
             state = _torchscript_state_dict(path)
-            from open_clip.model import build_model_from_openai_state_dict
-
             converted = build_model_from_openai_state_dict(state, quick_gelu=quick_gelu)
             model.load_state_dict(converted.state_dict())
         else:

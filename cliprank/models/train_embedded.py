@@ -33,6 +33,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from cliprank.data.embedded.compose import EMBEDDED
 from cliprank.io import atomic_save_torch, atomic_write_text
@@ -293,8 +294,6 @@ def train(out: Path, recipe: Recipe, checkpoint_every: int = 100, log_every: int
 
 def export_weights(model: torch.nn.Module, path: Path) -> None:
     """fp16 safetensors: half the size; open_clip's loader copies them into fp32 parameters."""
-    from safetensors.torch import save_file
-
     tensors = {name: value.detach().to(torch.float16).contiguous() for name, value in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt"})

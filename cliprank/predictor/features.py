@@ -16,11 +16,11 @@ from safetensors.torch import load_file, save_file
 
 from cliprank.data import make_loader
 from cliprank.data.items import ZeroShotDataset
+from cliprank.data.meta import image_hashes
 from cliprank.engine.forward import embed, run_blocks
 from cliprank.engine.plan import Plan
 from cliprank.io import atomic_path
 from cliprank.models.loading import LoadedModel
-from cliprank.search.store import image_hashes
 from cliprank.zeroshot import cache_dir
 
 

@@ -74,11 +74,3 @@ def load_predictor(path: Path, model: LoadedModel, device: str | torch.device | 
         trained_on=json.loads(header.get("trained_on", "[]")),
         info=json.loads(header.get("info", "{}")),
     )
-
-
-def default_predictor_path(model: LoadedModel) -> Path:
-    from cliprank.models import embedded
-
-    if model.pretrained == embedded.TAG:
-        return embedded.predictor_path()
-    raise CliprankError("predictor needs a trained predictor: pass --predictor FILE (see `cliprank train-predictor`)")

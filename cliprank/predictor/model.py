@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from cliprank.cost.analytic import unpruned_macs
 from cliprank.models.arch import VisionArch
 
 MAX_COST_FRACTION = 0.01  # a head costing more than 1% of the tower would eat the savings it ranks for
@@ -49,8 +50,6 @@ class PredictorConfig:
         shape = {"tokens": arch.tokens, "width": arch.width, "prefix": arch.prefix_tokens}
         if dim is not None:
             return cls(**shape, dim=dim, **overrides)
-        from cliprank.cost.analytic import unpruned_macs
-
         config = cls(**shape, **overrides)
         while config.macs() > MAX_COST_FRACTION * unpruned_macs(arch) and config.dim > 8:
             config = cls(

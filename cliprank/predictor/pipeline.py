@@ -14,13 +14,20 @@ from typing import Any
 
 import torch
 
+from cliprank.data import load_dataset
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
+from cliprank.evaluation.passes import DatasetPass, InMemory
+from cliprank.methods.base import Resources
+from cliprank.methods.budget import solve_rows
+from cliprank.methods.golden import Golden
+from cliprank.methods.predictor import Predictor
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.features import block_features
 from cliprank.predictor.io import LoadedPredictor, save_predictor
 from cliprank.predictor.train import TrainingData, TrainSettings, align, concatenate, train
 from cliprank.search.store import RankingIndex
+from cliprank.zeroshot import metrics, zero_shot_classifier
 
 
 @dataclass
@@ -43,8 +50,6 @@ def split_data(
     progress: Any,
     dist: Distributed | None = None,
 ) -> tuple[TrainingData, int]:
-    from cliprank.data import load_dataset
-
     dist = dist or Distributed()
     parts, blocks = [], set()
     for name in job.datasets:
@@ -68,34 +73,29 @@ def heldout_accuracy(
     model: LoadedModel, job: PredictorJob, predictor: LoadedPredictor, index: RankingIndex, keep: float
 ) -> dict[str, dict[str, float]]:
     """Top-1 on the held-out split: unpruned, predictor and golden at the search's keep fraction."""
-    from cliprank.cost.budget import solve
-    from cliprank.data import load_dataset
-    from cliprank.evaluate import Setting, evaluate_dataset
-    from cliprank.methods.base import Resources
-    from cliprank.zeroshot import metrics, zero_shot_classifier
-
     resources = Resources(rankings=index, predictor=predictor)
-    rows = [
-        Setting("none", solve("none", model.arch, {}, None, resources)),
-        Setting("predictor", solve("predictor", model.arch, {"keep": keep, "block": predictor.block}, None, resources)),
-        Setting("golden", solve("golden", model.arch, {"keep": keep, "block": predictor.block}, None, resources)),
-    ]
+    pruned = {"keep": keep, "block": predictor.block}
+    rows = solve_rows(model.arch, [(Predictor.name, pruned), (Golden.name, pruned)], [None], resources)
     table: dict[str, dict[str, float]] = {}
     for name in job.datasets:
         dataset = load_dataset(
             name, split=job.val_split, root=job.dataset_root, transform=model.preprocess, limit=job.limit
         )
         classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
-        results, labels = evaluate_dataset(model, dataset, job.val_split, rows, classifier, 128, 0, None)
-        table[dataset.name] = {row.spec: metrics(torch.cat(results[row.key].logits), labels)["acc1"] for row in rows}
+        work = DatasetPass(model, dataset, job.val_split, rows, classifier, batch_size=128)
+        result = InMemory().run(work)
+        table[dataset.name] = {
+            row.method.name: metrics(torch.cat(result.rows[row.key].logits), result.labels)["acc1"] for row in rows
+        }
     return table
 
 
-def run_training(
+def run_train_predictor(
     model: LoadedModel, job: PredictorJob, progress: Any = None, dist: Distributed | None = None
 ) -> tuple[Path, dict[str, Any]]:
     """Train, judge and save a predictor. Under torchrun all ranks train; rank 0 alone judges and saves."""
     dist = dist or Distributed()
+    dist.log_to(job.out.with_name(job.out.name + ".logs"))
     index = RankingIndex(job.rankings, model.fingerprint)
     if not index:
         raise CliprankError("no rankings of this model were found in --rankings; run `cliprank search` for it first")

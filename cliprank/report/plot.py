@@ -40,6 +40,7 @@ class Panel:
 
 def save_plot(report: Report, path: Path) -> Path:
     """Draw the report and write the PNG atomically; returns the path."""
+    # matplotlib takes about a second to import; only drawing needs it
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cliprank.errors import CliprankError
+from cliprank.report.bits import unpack_bits
 
 SCHEMA_VERSION = "cliprank.report/2"
 READABLE_VERSIONS = ("cliprank.report/1", SCHEMA_VERSION)  # /1 lacks per-image results: no paired tests
@@ -88,7 +89,7 @@ class Record:
     latency_ms: float | None = None
     peak_memory_mb: float | None = None
     ranking_agreement: RankingAgreement | None = None
-    # which images acc1 counted as right, in dataset order: base64 of their bits (significance.pack_bits)
+    # which images acc1 counted as right, in dataset order: base64 of their bits (bits.pack_bits)
     acc1_per_image: str | None = None
     acc1_ci95: list[float] | None = None  # Wilson score interval of acc1, as fractions
     extra: dict[str, Any] = field(default_factory=dict)
@@ -103,8 +104,6 @@ class Record:
 
     def correct(self) -> list[bool] | None:
         """Per-image top-1 correctness in dataset order, or None for a record that did not store it."""
-        from cliprank.report.significance import unpack_bits
-
         return None if self.acc1_per_image is None else unpack_bits(self.acc1_per_image, self.images)
 
     @property
@@ -369,8 +368,6 @@ def validate_record(obj: Any, where: str = "record") -> list[str]:
 
 def _per_image_problems(obj: dict[str, Any], where: str) -> list[str]:
     """The per-image bits must decode to exactly `images` results whose share is acc1."""
-    from cliprank.report.significance import unpack_bits
-
     try:
         bits = unpack_bits(obj["acc1_per_image"], obj["images"])
     except ValueError as err:

@@ -22,7 +22,6 @@ Pure Python plus numpy; no torch, so `cliprank compare` stays quick to start.
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,26 +36,6 @@ SIGN_FLIP_DRAWS = 20_000
 SIGN_FLIP_SEED = 0
 EXACT_MCNEMAR = "exact McNemar"
 SIGN_FLIP = f"paired sign-flip test stratified by dataset ({SIGN_FLIP_DRAWS:,} draws)"
-
-
-def pack_bits(bits: Sequence[bool]) -> str:
-    """Per-image booleans as base64 text of their bits, most significant bit first (numpy.packbits order)."""
-    data = bytearray((len(bits) + 7) // 8)
-    for index, bit in enumerate(bits):
-        if bit:
-            data[index // 8] |= 0x80 >> (index % 8)
-    return base64.b64encode(bytes(data)).decode("ascii")
-
-
-def unpack_bits(text: str, count: int) -> list[bool]:
-    """The `count` booleans `pack_bits` encoded; ValueError when the text does not hold exactly them."""
-    data = base64.b64decode(text.encode("ascii"), validate=True)
-    if len(data) != (count + 7) // 8:
-        raise ValueError(f"holds {len(data)} bytes, not the {(count + 7) // 8} of {count} images")
-    bits = [bool(data[i // 8] & (0x80 >> (i % 8))) for i in range(count)]
-    if any(data[i // 8] & (0x80 >> (i % 8)) for i in range(count, len(data) * 8)):
-        raise ValueError("has bits set beyond its images")
-    return bits
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:

@@ -103,7 +103,7 @@ class ReportWriter:
 
     def finalize(self) -> list[Path]:
         """Write report.json, report.md and the accuracy-vs-GMACs plot; return the paths written."""
-        from cliprank.io import atomic_write_text
+        from cliprank.io import atomic_write_text  # imports torch; `compare` only reads reports
         from cliprank.report.plot import save_plot  # matplotlib is slow to import; only needed here
 
         self.report.environment = self.environment

@@ -17,10 +17,13 @@ from typing import Any
 
 import torch
 
+from cliprank.data import load_dataset
 from cliprank.data.items import ZeroShotDataset
+from cliprank.data.meta import image_hashes
+from cliprank.distributed import Distributed
 from cliprank.models.loading import LoadedModel
 from cliprank.search.greedy import SCORE_DTYPE, SearchSettings, search_batch
-from cliprank.search.store import RankingsMeta, RankingStore, image_hashes
+from cliprank.search.store import RankingsMeta, RankingStore
 from cliprank.zeroshot import zero_shot_classifier
 
 log = logging.getLogger(__name__)
@@ -72,28 +75,71 @@ def chunk_items(
     return images, labels, indices
 
 
+@dataclass
+class SearchJob:
+    dataset: str
+    settings: SearchSettings
+    split: str = "train"
+    limit: int | None = None
+    dataset_root: Path | None = None
+    download: bool = False
+    out: Path | None = None  # default: runs/rankings/<model>-<dataset>-<split>-<settings>.rankings
+    chunk_size: int = 64
+    max_batch_tokens: int = 32768
+
+
+@dataclass
+class SearchOutcome:
+    path: Path | None  # the merged rankings file (rank 0; None on the other ranks)
+    images: int  # in the dataset split
+    searched: int  # searched now, by every process together
+    stats: SearchStats  # this process's share
+
+
 def run_search(
+    model: LoadedModel, job: SearchJob, progress: Any = None, dist: Distributed | None = None
+) -> SearchOutcome:
+    """Search every image of the job's split not searched yet; rank 0 merges every process's chunks."""
+    dist = dist or Distributed()
+    job.settings.validate(model.arch)
+    with dist.main_first():  # one rank builds or downloads the data, the others read it
+        dataset = load_dataset(
+            job.dataset,
+            split=job.split,
+            root=job.dataset_root,
+            transform=model.preprocess,
+            limit=job.limit,
+            download=job.download,
+        )
+    out = job.out or default_output(model, dataset, job.settings)
+    dist.log_to(out.with_name(out.name + ".logs"))
+    store = RankingStore(out, rankings_meta(model, dataset, job.settings, job.chunk_size))
+    stats = search_chunks(model, dataset, job, store, dist, progress)
+    searched = dist.total(stats.images)  # also the barrier: every rank has written its chunks
+    path = None
+    if dist.is_main:
+        path = store.path if store.is_complete() else store.merge(math.ceil(len(dataset) / job.chunk_size))
+        log.info("rankings complete: %s", path)
+    return SearchOutcome(path, len(dataset), searched, stats)
+
+
+def search_chunks(
     model: LoadedModel,
     dataset: ZeroShotDataset,
-    settings: SearchSettings,
-    out: Path,
-    chunk_size: int = 64,
-    max_batch_tokens: int = 32768,
-    rank: int = 0,
-    world_size: int = 1,
+    job: SearchJob,
+    store: RankingStore,
+    dist: Distributed,
     progress: Any = None,
-    merge: bool = True,
-) -> tuple[Path | None, SearchStats]:
-    """Search every image of `dataset`; returns the merged rankings file (rank 0) and this process's stats."""
-    settings.validate(model.arch)
-    store = RankingStore(out, rankings_meta(model, dataset, settings, chunk_size))
+) -> SearchStats:
+    """Search this process's chunks that no file holds yet, writing each atomically."""
     stats = SearchStats()
     if store.is_complete():
         log.info("%s is complete; nothing to search", store.path)
-        return store.path, stats
+        return stats
+    chunk_size, settings = job.chunk_size, job.settings
     chunks = math.ceil(len(dataset) / chunk_size)
     done = store.done_chunks()
-    mine = [c for c in range(chunks) if c % world_size == rank and c not in done]
+    mine = [c for c in dist.shard(range(chunks)) if c not in done]
     log.info(
         "%d chunks of %d images, %d already written; this rank searches %d: %s%s",
         chunks,
@@ -115,7 +161,7 @@ def run_search(
         images = images.to(model.device)
         began = time.perf_counter()
         result, evaluator = search_batch(
-            model.visual, model.arch, images, settings, classifier, labels.to(model.device), max_batch_tokens
+            model.visual, model.arch, images, settings, classifier, labels.to(model.device), job.max_batch_tokens
         )
         stats.seconds += time.perf_counter() - began
         stats.images += len(indices)
@@ -124,16 +170,4 @@ def run_search(
         log.info("chunk %d written: %d images in %.3f s", chunk, len(indices), time.perf_counter() - began)
         if progress is not None:
             progress.advance(task, len(indices))
-    if not merge or rank != 0:
-        return None, stats
-    return store.merge(chunks), stats
-
-
-def finish(model: LoadedModel, dataset: ZeroShotDataset, settings: SearchSettings, out: Path, chunk_size: int) -> Path:
-    """Merge all chunks into the rankings file (after every process finished); idempotent."""
-    store = RankingStore(out, rankings_meta(model, dataset, settings, chunk_size))
-    if store.is_complete():
-        return store.path
-    merged = store.merge(math.ceil(len(dataset) / chunk_size))
-    log.info("merged %d chunks into %s", math.ceil(len(dataset) / chunk_size), merged)
-    return merged
+    return stats

@@ -56,15 +56,6 @@ class RankingsMeta:
         return cls(**data)
 
 
-def image_hashes(images: torch.Tensor) -> torch.Tensor:
-    """A 63-bit content hash per preprocessed image (B,), stable across machines for equal pixels."""
-    values = []
-    for image in images.detach().to("cpu", torch.float32).contiguous():
-        digest = hashlib.sha1(image.numpy().tobytes()).digest()
-        values.append(int.from_bytes(digest[:8], "little") & 0x7FFFFFFFFFFFFFFF)
-    return torch.tensor(values, dtype=torch.int64)
-
-
 def _save(path: Path, tensors: dict[str, torch.Tensor], meta: RankingsMeta) -> None:
     save_tensors(path, tensors, {"format": FORMAT, "meta": json.dumps(asdict(meta)), "identity": meta.identity()})
 

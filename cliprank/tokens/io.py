@@ -84,6 +84,10 @@ class TokensSet:
 
     items: list[LoadedTokens]
 
+    def methods(self) -> set[str]:
+        """The methods these tokens were trained for."""
+        return {item.setup["method"] for item in self.items}
+
     def for_setup(self, method: str, values: dict[str, Any]) -> LoadedTokens:
         for item in self.items:
             if item.matches(method, values):
@@ -103,11 +107,3 @@ def load_tokens(path: Path, model: LoadedModel) -> TokensSet:
     if path.is_dir() and not files:
         raise CliprankError(f"no *.tokens.safetensors files in {path}")
     return TokensSet([load_tokens_file(file, model) for file in files])
-
-
-def default_tokens_path(model: LoadedModel) -> Path:
-    from cliprank.models import embedded
-
-    if model.pretrained == embedded.TAG:
-        return embedded.tokens_dir()
-    raise CliprankError("METHOD+tokens needs learned tokens: pass --tokens FILE (see `cliprank add-tokens`)")

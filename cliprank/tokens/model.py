@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cliprank.engine.context import LayerContext
 from cliprank.engine.plan import Plan
@@ -87,8 +88,6 @@ class LearnedTokens(nn.Module):
 
     def text_classifier(self, model, classnames: list[str]) -> torch.Tensor:
         """(D, K) classifier from the prompts "X … X {class}." read through the learned context."""
-        import torch.nn.functional as F
-
         prompts = [" ".join(["X"] * self.config.text_context) + f" {name}." for name in classnames]
         with self.text_context(model.model):
             text = model.model.encode_text(model.tokenizer(prompts).to(model.device))

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cliprank.cost.budget import solve
+from cliprank.data import load_dataset
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
-from cliprank.methods.base import Method, Resources, method_class
+from cliprank.methods.base import Method, Resources
+from cliprank.methods.budget import solve
+from cliprank.methods.registry import method_class
 from cliprank.methods.with_tokens import SUFFIX
 from cliprank.models.loading import LoadedModel
+from cliprank.report.schema import json_ready
+from cliprank.resources import ResourceFiles, load_resources
 from cliprank.tokens.io import LoadedTokens, TokensSet, save_tokens
 from cliprank.tokens.model import LearnedTokens, TokenConfig
-from cliprank.tokens.train import SplitData, TokenTrainSettings, check_token_config, prepare_split, train_tokens
+from cliprank.tokens.train import (
+    SplitData,
+    TokenForward,
+    TokenTrainSettings,
+    check_token_config,
+    prepare_split,
+    train_tokens,
+    validate,
+)
 
 
 @dataclass
@@ -27,44 +39,31 @@ class TokensJob:
     datasets: list[str]
     out: Path
     count: int = 4
-    block: int | None = None  # default: the method's pruning block
+    block: int | None = None  # default: the method's first reduction block
     placement: str = "shallow"
     text_context: int = 0
     train_split: str = "train"
     val_split: str = "val"
     limit: int | None = None
     dataset_root: Path | None = None
-    rankings: list[Path] = field(default_factory=list)
-    predictor: Path | None = None
+    files: ResourceFiles = field(default_factory=ResourceFiles)  # rankings or predictor the method needs
     settings: TokenTrainSettings = field(default_factory=TokenTrainSettings)
 
 
-def base_resources(model: LoadedModel, job: TokensJob, base: type[Method]) -> Resources:
-    resources = Resources()
-    if "rankings" in base.requires:
-        from cliprank.models import embedded
-        from cliprank.search.store import RankingIndex
-
-        paths = job.rankings or ([embedded.rankings_dir()] if model.pretrained == embedded.TAG else [])
-        resources.rankings = RankingIndex(paths, model.fingerprint)
-    if "predictor" in base.requires:
-        from cliprank.predictor.io import default_predictor_path, load_predictor
-
-        resources.predictor = load_predictor(job.predictor or default_predictor_path(model), model)
-    return resources
+def default_block(model: LoadedModel, job: TokensJob, resources: Resources) -> int:
+    """Where the tokens go by default: the first block the method, solved without them, changes."""
+    block = solve(job.method, model.arch, job.values, job.budget, resources).method.first_reduction_block()
+    if block is None:
+        raise CliprankError(f"add-tokens: {job.method} changes no tokens; say where the tokens go with --block")
+    return block
 
 
-def solve_setup(model: LoadedModel, job: TokensJob, tokens: LearnedTokens) -> tuple[Method, Resources]:
-    """The base method's setting the tokens are for, solved *with* the tokens' cost when a budget is given."""
-    if job.method.endswith(SUFFIX):
-        raise CliprankError(f"add-tokens: give the base method ('{job.method[: -len(SUFFIX)]}'), not '{job.method}'")
-    base = method_class(job.method)
-    resources = base_resources(model, job, base)
+def solve_setup(model: LoadedModel, job: TokensJob, tokens: LearnedTokens, resources: Resources) -> Method:
+    """The method's setting the tokens are for, solved *with* the tokens' cost when a budget is given."""
     placeholder = LoadedTokens(tokens, {"method": job.method, "values": {}}, {}, job.out)
-    resources.tokens = TokensSet([placeholder])
+    resources = replace(resources, tokens=TokensSet([placeholder]))
     solved = solve(job.method + SUFFIX, model.arch, job.values, job.budget, resources).method
-    base_method = base(model.arch, resources, **solved.values)
-    return base_method, resources
+    return method_class(job.method)(model.arch, resources, **solved.values)
 
 
 def sample_patch_tokens(splits: list[SplitData], seed: int, images: int = 512) -> torch.Tensor:
@@ -77,27 +76,17 @@ def sample_patch_tokens(splits: list[SplitData], seed: int, images: int = 512) -
     return torch.cat(rows)
 
 
-def default_block(values: dict[str, Any], depth: int) -> int:
-    """Where the tokens go by default: the method's (first) pruning block."""
-    from cliprank.methods.base import int_tuple
-    from cliprank.methods.prune_at import DEFAULT_BLOCK
-
-    if values.get("block") is not None:
-        return int(values["block"])
-    if values.get("blocks") is not None:
-        return min(int_tuple(values["blocks"]))
-    return min(DEFAULT_BLOCK, depth - 1)
-
-
 def run_add_tokens(
     model: LoadedModel, job: TokensJob, progress: Any = None, dist: Distributed | None = None
 ) -> tuple[Path, dict[str, Any]]:
     """Train, judge and save tokens. Under torchrun all ranks train; rank 0 alone judges and saves."""
-    from cliprank.data import load_dataset
-
     dist = dist or Distributed()
+    dist.log_to(job.out.with_name(job.out.name + ".logs"))
     job.settings.validate()
-    block = job.block if job.block is not None else default_block(job.values, model.arch.depth)
+    if "tokens" in method_class(job.method).requires:
+        raise CliprankError(f"add-tokens: {job.method} has learned tokens already; give the method they are for")
+    resources = load_resources(model, [(job.method, job.values)], job.files)
+    block = job.block if job.block is not None else default_block(model, job, resources)
     check_token_config(job.count, block, job.placement, job.text_context, model.arch.depth, job.settings.objective)
     config = TokenConfig(
         count=job.count,
@@ -109,7 +98,7 @@ def run_add_tokens(
         depth=model.arch.depth,
     )
     tokens = LearnedTokens(config, seed=job.settings.seed).to(model.device)
-    method, _ = solve_setup(model, job, tokens)
+    method = solve_setup(model, job, tokens, resources)
 
     def prepare(name: str, split: str) -> SplitData:
         with dist.main_first():  # rank 0 fills the dataset and feature caches, the other ranks read them
@@ -128,7 +117,7 @@ def run_add_tokens(
     history = train_tokens(model, method, tokens, train_splits, val_splits, job.settings, checkpoint, progress, dist)
     tokens.eval()
     without = _without_tokens(model, method, tokens, val_splits) if dist.is_main else None
-    setup = {"method": method.name, "values": _plain(method.values), "budget": job.budget}
+    setup = {"method": method.name, "values": json_ready(method.values), "budget": job.budget}
     info = {**history, "trained_on": job.datasets, "heldout_split": job.val_split, "heldout_without_tokens": without}
     if dist.is_main:
         save_tokens(job.out, tokens, model, setup, info)
@@ -139,11 +128,5 @@ def run_add_tokens(
 
 def _without_tokens(model, method, tokens, val_splits) -> dict[str, Any]:
     """The same validation with zero tokens: what the tokens are compared against."""
-    from cliprank.tokens.train import TokenForward, validate
-
     empty = LearnedTokens(TokenConfig(**{**tokens.config.to_dict(), "count": 0, "text_context": 0}))
     return validate(TokenForward(model, method, empty, tokens.config.block), val_splits)
-
-
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

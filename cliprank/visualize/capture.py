@@ -19,7 +19,8 @@ from cliprank.cost.analytic import per_image_macs, unpruned_macs
 from cliprank.engine.context import Trace
 from cliprank.engine.forward import encode
 from cliprank.engine.plan import Plan
-from cliprank.methods.base import Method, Resources, method_class
+from cliprank.methods.base import Method, Resources
+from cliprank.methods.registry import method_class
 from cliprank.models.loading import LoadedModel
 from cliprank.ranking_agreement import kendall_tau_b
 from cliprank.visualize.survival import PatchMap, patch_maps

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
+from cliprank.data.meta import image_hashes
 from cliprank.models.loading import LoadedModel
-from cliprank.search.store import RankingLookup, image_hashes
+from cliprank.search.store import RankingLookup
 from cliprank.visualize.capture import ImageView, Row, capture
 from cliprank.visualize.draw import save_figure
 from cliprank.visualize.images import Batch

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from cliprank.data.embedded import sources
 
@@ -136,8 +136,6 @@ def _thread(rng: np.random.Generator) -> np.ndarray:
     t = np.linspace(-0.5, 0.5, 12)
     xs = (side - 1) / 2 + t * length * np.cos(angle) - bend * (1 - 4 * t**2) * np.sin(angle)
     ys = (side - 1) / 2 + t * length * np.sin(angle) + bend * (1 - 4 * t**2) * np.cos(angle)
-    from PIL import ImageDraw
-
     ImageDraw.Draw(image).line(list(zip(xs.tolist(), ys.tolist())), fill=255, width=int(rng.integers(1, 3)))
     return np.asarray(image.filter(ImageFilter.GaussianBlur(0.4)), dtype=np.float32) / 255.0
 

@@ -1,5 +1,8 @@
 """YAML recipes: a file of option values for any command; the command line overrides them.
 
+The recipes cliprank ships live in `cliprank/recipes/` (package data), so `--recipe ci` works from any
+folder once cliprank is installed.
+
 A recipe's keys are the command's option names (dashes or underscores). Unknown keys are errors
 that list the valid ones, so a typo never silently falls back to a default. Loaded with
 `yaml.safe_load` and applied through click's `default_map`, so precedence is exactly:
@@ -16,18 +19,24 @@ import yaml
 
 from cliprank.errors import CliprankError
 
-PACKAGED = Path(__file__).resolve().parent.parent / "recipes"
+SHIPPED = Path(__file__).resolve().parent.parent / "recipes"  # package data: installed with cliprank
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(path.stem for path in SHIPPED.glob("*.yaml"))
 
 
 def resolve_recipe(value: str) -> Path:
-    """A recipe path, or the name of a shipped recipe (`demo`, `ci`, `paper-vitb16`)."""
+    """A recipe path, or the name of a recipe shipped with cliprank (`demo`, `ci`, `paper-vitb16`, …)."""
     path = Path(value).expanduser()
     if path.is_file():
         return path
-    for candidate in (PACKAGED / value, PACKAGED / f"{value}.yaml"):
+    for candidate in (SHIPPED / value, SHIPPED / f"{value}.yaml"):
         if candidate.is_file():
             return candidate
-    raise CliprankError(f"recipe not found: {value}; pass a YAML file path or a shipped recipe name (demo, ci)")
+    raise CliprankError(
+        f"recipe not found: {value}; pass a YAML file path or a shipped recipe name ({', '.join(shipped_recipes())})"
+    )
 
 
 def load_recipe(path: Path, command: Any) -> dict[str, Any]:
