@@ -41,3 +41,20 @@ done
 cliprank evaluate --out results/embedded
 cliprank evaluate --recipe paper-embedded --out results/paper-setting
 cliprank evaluate --recipe ci --out results/ci
+
+# The side studies results/README.md reports (runs/, not committed): the authors' predictor configuration
+# beside cliprank's on the same test images, EViT's fusion variants, and a predictor trained on digits alone.
+# Their numbers are read with `cliprank compare REPORT --methods A,B` (and, across two reports, the same
+# paired tests in cliprank.report.significance).
+cliprank train-predictor --preset authors --rankings runs/rankings --out runs/predictor-authors.safetensors
+for which in authors cliprank; do
+    predictor=runs/predictor-authors.safetensors
+    [[ $which == cliprank ]] && predictor="$ASSETS/cliprank-tiny.predictor.safetensors"
+    cliprank evaluate --method "predictor,predictor(keep=0.6)" --budget 0.6,0.7,0.8,0.9 --predictor "$predictor" \
+        --no-speed --no-flops --patch-maps 0 --out "runs/predictor-$which-eval"
+done
+cliprank evaluate --method "evit,evit(normalize_fused=true),evit(fuse=false)" --budget 0.802,0.7 \
+    --no-speed --no-flops --patch-maps 0 --out runs/evit-fusion
+cliprank train-predictor --dataset digits --rankings runs/rankings --out runs/pred-digits.safetensors
+cliprank evaluate --method predictor --budget 0.7 --predictor runs/pred-digits.safetensors \
+    --no-speed --no-flops --patch-maps 0 --out runs/transfer-digits

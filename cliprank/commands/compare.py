@@ -13,7 +13,7 @@ import typer
 from cliprank.commands import app
 from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
-from cliprank.methods.spec import split_top_level
+from cliprank.methods.spec import format_method_spec, parse_method_spec, split_top_level
 from cliprank.report.compare import Tolerances, compare_methods, compare_reports, render_method_pairs, render_summary
 from cliprank.report.schema import load_report
 
@@ -71,7 +71,8 @@ def compare(
 def _compare_methods(report_path: Path, extra: Path | None, methods: str) -> str:
     if extra is not None:
         raise CliprankError("--methods compares two methods inside one report; pass a single report")
-    names = [name for name in split_top_level(methods) if name]
+    # canonical specs, as report rows name them: `predictor(keep=0.6)+tokens` is `predictor+tokens(keep=0.6)`
+    names = [format_method_spec(*parse_method_spec(name)) for name in split_top_level(methods) if name]
     if len(names) != 2 or names[0] == names[1]:
         raise CliprankError(f"--methods needs two different methods, e.g. --methods tome,predictor; got '{methods}'")
     pairs = compare_methods(load_report(report_path), *names)
