@@ -10,10 +10,20 @@ from cliprank.io import atomic_write_json
 from cliprank.report.schema import Environment
 
 
-def write_result(path: Path, schema: str, args: argparse.Namespace, threads: int, body: dict[str, Any]) -> None:
+def write_result(
+    path: Path,
+    schema: str,
+    args: argparse.Namespace,
+    threads: int,
+    body: dict[str, Any],
+    precision: str = "fp32",
+) -> None:
     """Write `body` under a common envelope, atomically; `args` are recorded as the settings (paths as text)."""
     environment = Environment.collect(
-        device=args.device, precision="fp32", threads=threads, seed=getattr(args, "seed", 0)
+        device=args.device,
+        precision=precision,
+        threads=threads,
+        seed=getattr(args, "seed", 0),
     )
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     payload = {"schema_version": schema, "environment": environment.to_dict(), "settings": settings, **body}

@@ -68,9 +68,9 @@ def configure(names: Sequence[str], model: Any, budget: float, images: torch.Ten
 
 
 def measure(candidates: Sequence[Candidate], model: Any, batch: torch.Tensor, repeats: int, warmup: int) -> list[dict]:
-    """Throughput of every candidate, round-robin, and its measured vs ideal speed-up over the first."""
+    """Throughput of every candidate (in the model's precision), round-robin, and its measured vs ideal speed-up."""
     modules = [ReducedVisual(model.visual, c.method.plan()).eval() for c in candidates]
-    seconds = interleaved_medians(modules, batch, repeats, warmup)
+    seconds = interleaved_medians(modules, batch, repeats, warmup, model.precision)
     base_seconds, base_macs = seconds[0], candidates[0].macs
     rows = []
     for candidate, median in zip(candidates, seconds, strict=True):
@@ -122,6 +122,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=4, help="images input-adaptive GMACs are averaged over")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default=None, help="open_clip's names (default: amp on cuda, fp32 on cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     return parser.parse_args(argv)
@@ -133,14 +134,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console()
     names = available_methods() if args.methods is None else [n.strip() for n in args.methods.split(",") if n.strip()]
-    model = load_model(args.model, args.pretrained, device=args.device, seed=args.seed)
+    model = load_model(args.model, args.pretrained, device=args.device, seed=args.seed, precision=args.precision)
     with torch_threads(args.threads) as threads:
         images = random_images(args.images, model.arch, args.device, args.seed)
         candidates, skipped = configure([n for n in names if n != "none"], model, args.budget, images)
         batch = random_images(args.batch_size, model.arch, args.device, args.seed + 1)
         rows = measure(candidates, model, batch, args.repeats, args.warmup)
     title = (
-        f"{args.model}: speed-up at budget {args.budget} — batch {args.batch_size}, {threads} threads, "
+        f"{args.model} ({model.precision.name}): speed-up at budget {args.budget} — batch {args.batch_size}, "
+        f"{threads} threads, "
         f"median of {args.repeats} round-robin rounds; {CONVENTION}"
     )
     console.print(render(rows, title))
@@ -148,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         console.print(f"[yellow]skipped[/] {name}: {reason}")
     if args.out is not None:
         body = {"convention": CONVENTION, "target_ratio": TARGET, "rows": rows, "skipped": skipped}
-        write_result(args.out, SCHEMA_VERSION, args, threads, body)
+        write_result(args.out, SCHEMA_VERSION, args, threads, body, model.precision.name)
         console.print(f"wrote {args.out}")
 
 

@@ -9,7 +9,7 @@ For every method × budget (plus the unpruned `none`, always the first row) one 
   at most the declared bound for input-adaptive ones);
 - parameters of the image tower and the method's own;
 - throughput, latency at batch 1 and the peak memory of one batch (`cliprank.speed`, every row timed
-  round-robin).
+  round-robin), in the model's precision, which every row records.
 
 Images are seeded random noise unless a dataset is given: costs and speed do not depend on content,
 except for input-adaptive methods (whose rows say what they were measured on) and methods that read
@@ -39,6 +39,7 @@ from cliprank.methods.budget import Row, solve_rows
 from cliprank.methods.registry import expand_all, method_class
 from cliprank.methods.spec import MethodSpec, format_method_spec
 from cliprank.models.loading import LoadedModel
+from cliprank.precision import FP32, Precision
 from cliprank.report.profile import ProfileResult, ProfileRow, describe_images
 from cliprank.report.schema import Environment, utc_now
 from cliprank.resources import ResourceFiles, load_resources
@@ -95,13 +96,17 @@ def run_profile(
     with torch_threads(job.threads) as threads:
         for row in rows:
             say(f"counting {row.spec}" + ("" if row.budget is None else f" at budget {row.budget}"))
-            profiled.append(profile_row(row, model.visual, job, images))
+            profiled.append(profile_row(row, model, job, images))
         say(f"timing {len(rows)} rows round-robin ({job.warmup} warm-up, {job.repeats} timed)")
         plans = [row.method.plan() for row in rows]
-        speeds = measure_speeds(model.visual, plans, batch.images, batch.meta, job.repeats, job.warmup)
+        speeds = measure_speeds(
+            model.visual, plans, batch.images, batch.meta, job.repeats, job.warmup, precision=model.precision
+        )
     for row, speed in zip(profiled, speeds, strict=True):
         row.throughput, row.latency_ms, row.memory = speed.throughput, speed.latency_ms, speed.memory
-    environment = Environment.collect(device=model.device.type, precision="fp32", threads=threads, seed=job.seed)
+    environment = Environment.collect(
+        device=model.device.type, precision=model.precision.name, threads=threads, seed=job.seed
+    )
     return ProfileResult(
         settings=settings_json(model, job),
         images=describe_images(job.dataset, job.split, job.images),
@@ -122,11 +127,12 @@ def probe_images(model: LoadedModel, job: ProfileJob, count: int, offset: int) -
     return Probe(images, batch_meta(dataset.name, job.split, images, indices, hashes=True))
 
 
-def profile_row(row: Row, visual: nn.Module, job: ProfileJob, images: Probe) -> ProfileRow:
+def profile_row(row: Row, model: LoadedModel, job: ProfileJob, images: Probe) -> ProfileRow:
     """Everything about one row except its speed (all rows are timed together, round-robin)."""
-    method = row.method
+    method, visual = row.method, model.visual
     cost = measure_cost(method, visual, images.images, cross_check=job.cross_check, meta=images.meta)
-    declared, executed = method.schedule(), executed_schedule(method, visual, images.images, images.meta)
+    declared = method.schedule()
+    executed = executed_schedule(method, visual, images.images, images.meta, model.precision)
     check = check_schedule(declared, executed, method.adaptive)
     return ProfileRow(
         method=method.name,
@@ -142,6 +148,7 @@ def profile_row(row: Row, visual: nn.Module, job: ProfileJob, images: Probe) -> 
         schedule_check=check,
         tower_parameters=count_parameters(visual),
         method_parameters=method_parameters(method),
+        precision=model.precision.name,
         notes=row_notes(method, cost, check, describe_images(job.dataset, job.split, job.images)),
     )
 
@@ -162,11 +169,15 @@ def method_parameters(method: Method) -> int:
 
 
 def executed_schedule(
-    method: Method, visual: nn.Module, images: torch.Tensor, meta: dict[str, Any] | None = None
+    method: Method,
+    visual: nn.Module,
+    images: torch.Tensor,
+    meta: dict[str, Any] | None = None,
+    precision: Precision = FP32,
 ) -> list[tuple[float, float]]:
-    """Mean tokens per image entering each block's attention and MLP, as the engine ran them."""
+    """Mean tokens per image entering each block's attention and MLP, as the engine ran them in `precision`."""
     trace = Trace()
-    with torch.inference_mode():
+    with torch.inference_mode(), precision.autocast_context(images.device):
         encode(visual, images, method.plan(), meta, trace=trace)
     return trace.schedule()
 
@@ -202,6 +213,7 @@ def settings_json(model: LoadedModel, job: ProfileJob) -> dict[str, Any]:
         "model": model.name,
         "pretrained": model.pretrained,
         "device": model.device.type,
+        "precision": model.precision.name,
         "quick_gelu": model.quick_gelu,
         **settings,
         **files,

@@ -29,6 +29,7 @@ class Trainable:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     generator: torch.Generator
+    scaler: torch.amp.GradScaler | None = None  # float16 precisions: the loss scale is training state too
 
 
 def read_checkpoint(checkpoint: Path, identity: Any) -> dict[str, Any] | None:
@@ -67,6 +68,8 @@ def run_epochs(
         trainable.optimizer.load_state_dict(saved["optimizer"])
         trainable.scheduler.load_state_dict(saved["scheduler"])
         trainable.generator.set_state(saved["generator"])
+        if trainable.scaler is not None:
+            trainable.scaler.load_state_dict(saved["scaler"])
         state = saved["state"]
         log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
     task = progress.add_task(title, total=epochs, completed=state["epoch"]) if progress is not None else None
@@ -88,6 +91,7 @@ def run_epochs(
                 "optimizer": trainable.optimizer.state_dict(),
                 "scheduler": trainable.scheduler.state_dict(),
                 "generator": trainable.generator.get_state(),
+                "scaler": None if trainable.scaler is None else trainable.scaler.state_dict(),
                 "state": state,
             },
             checkpoint,

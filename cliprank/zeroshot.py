@@ -4,9 +4,9 @@ Protocol of CLIP and CLIP_benchmark: for every class, format each template with 
 encode, L2-normalise, average, re-normalise; logits = 100 · normalise(image embedding) · Wᵀ.
 Metrics: top-1, top-5 (NaN under 5 classes) and mean per-class recall (balanced accuracy).
 
-The classifier depends only on the text tower, the class names and the templates, never on the
-pruning method, so it is computed once per (model, dataset) and cached on disk under a key made of
-the model fingerprint and a hash of names and templates.
+The classifier depends only on the text tower (and the precision it runs in), the class names and
+the templates, never on the pruning method, so it is computed once per (model, dataset) and cached on
+disk under a key made of the model fingerprint, the precision and a hash of names and templates.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from cliprank.io import atomic_save_torch
 from cliprank.models.loading import LoadedModel
+from cliprank.precision import autocast_off
 
 LOGIT_SCALE = 100.0
 
@@ -36,7 +37,14 @@ def format_prompt(template: str, classname: str) -> str:
 
 
 def classifier_key(model: LoadedModel, classnames: Sequence[str], templates: Sequence[str]) -> str:
-    text = json.dumps({"model": model.fingerprint, "classnames": list(classnames), "templates": list(templates)})
+    text = json.dumps(
+        {
+            "model": model.fingerprint,
+            "precision": model.precision.name,
+            "classnames": list(classnames),
+            "templates": list(templates),
+        }
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -49,7 +57,9 @@ def compute_classifier(
     embeddings = []
     for start in range(0, len(prompts), batch_size):
         tokens = model.tokenizer(prompts[start : start + batch_size]).to(model.device)
-        embeddings.append(F.normalize(model.model.encode_text(tokens).float(), dim=-1))
+        with model.autocast():
+            text = model.model.encode_text(tokens)
+        embeddings.append(F.normalize(text.float(), dim=-1))
     per_prompt = torch.cat(embeddings).view(len(classnames), len(templates), -1)
     return F.normalize(per_prompt.mean(dim=1), dim=-1).t().contiguous()
 
@@ -73,7 +83,9 @@ def zero_shot_classifier(
 
 
 def logits(image_embeddings: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
-    return LOGIT_SCALE * F.normalize(image_embeddings.float(), dim=-1) @ classifier.float()
+    """Float32 logits whatever the model's precision (a bf16 logit ties near classes)."""
+    with autocast_off(image_embeddings):
+        return LOGIT_SCALE * F.normalize(image_embeddings.float(), dim=-1) @ classifier.float()
 
 
 def top1_correct(scores: torch.Tensor, labels: torch.Tensor) -> list[bool]:

@@ -24,6 +24,7 @@ import torch
 
 from cliprank.cli import main
 from cliprank.distributed import Distributed
+from cliprank.precision import FP32
 from cliprank.predictor.train import TrainingData, TrainSettings, train
 from cliprank.report.schema import load_report
 from cliprank.search.store import Rankings
@@ -198,7 +199,7 @@ def planted_data(n: int, seed: int) -> TrainingData:
 def train_planted(folder: Path, dist: Distributed) -> dict[str, dict]:
     """Both losses on 49 rows in global batches of 16: the last batch has 1 row, so rank 0's slice is empty."""
     model = SimpleNamespace(
-        arch=SimpleNamespace(tokens=17, width=8, prefix_tokens=1), fingerprint="planted", device="cpu"
+        arch=SimpleNamespace(tokens=17, width=8, prefix_tokens=1), fingerprint="planted", device="cpu", precision=FP32
     )
     results = {}
     for loss in ("kl", "margin"):

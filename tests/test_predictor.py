@@ -13,6 +13,7 @@ from cliprank.errors import CliprankError
 from cliprank.methods.base import Resources
 from cliprank.methods.budget import solve
 from cliprank.models import describe
+from cliprank.precision import FP32
 from cliprank.predictor.io import LoadedPredictor, load_predictor, save_predictor
 from cliprank.predictor.model import PredictorConfig, RankingPredictor
 from cliprank.predictor.train import TrainingData, TrainSettings, kl_loss, kl_target, margin_loss, train
@@ -155,6 +156,7 @@ class _Model:
         self.arch = SimpleNamespace(tokens=tokens, width=width, prefix_tokens=1)
         self.fingerprint = "planted"
         self.device = torch.device("cpu")
+        self.precision = FP32
 
 
 @pytest.mark.parametrize("loss", ["kl", "margin"])

@@ -11,6 +11,7 @@ from rich.table import Table
 from cliprank.commands import app
 from cliprank.commands.options import (
     EMBEDDED_DATASETS,
+    PrecisionOption,
     QuickGeluOption,
     progress_bar,
     resource_files,
@@ -55,6 +56,7 @@ def add_tokens_command(
     threads: int | None = typer.Option(None, min=1),
     out: Path = typer.Option(Path("runs/predictor.tokens.safetensors"), "--out", "-o"),
     quick_gelu: bool | None = QuickGeluOption,
+    precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Train a few tokens (CLIP frozen) that recover the accuracy one pruning setup loses."""
@@ -92,7 +94,7 @@ def add_tokens_command(
         ),
     )
     with Distributed.from_environment(device) as dist:
-        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
+        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu, precision=precision)
         with progress_bar(dist) as progress:
             path, info = run_add_tokens(loaded, job, progress, dist)
         if not dist.is_main:

@@ -12,6 +12,7 @@ from rich.text import Text
 from cliprank.commands import app
 from cliprank.commands.options import (
     EMBEDDED_DATASETS,
+    PrecisionOption,
     QuickGeluOption,
     parse_models,
     progress_bar,
@@ -65,6 +66,7 @@ def evaluate_command(
     ),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="Output folder (report.json/.md/.png)."),
     quick_gelu: bool | None = QuickGeluOption,
+    precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
@@ -95,7 +97,7 @@ def evaluate_command(
     with Distributed.from_environment(device) as dist:
         with progress_bar(dist) as progress:
             for name, weights in models:
-                loaded = load_model(name, weights, device=dist.device, quick_gelu=quick_gelu)
+                loaded = load_model(name, weights, device=dist.device, quick_gelu=quick_gelu, precision=precision)
                 writer = run_evaluate(loaded, job, progress, dist)
         if dist.is_main:
             show_summary(writer)

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from cliprank.errors import CliprankError
+from cliprank.precision import DEFAULTS, PRECISIONS
 
 if TYPE_CHECKING:
     from cliprank.distributed import Distributed
@@ -33,6 +34,14 @@ QuickGeluOption = typer.Option(
     None,
     "--quick-gelu/--no-quick-gelu",
     help="Force QuickGELU on or off (default: decided from the weights; OpenAI weights need it).",
+)
+
+
+PrecisionOption = typer.Option(
+    None,
+    "--precision",
+    help=f"Numeric precision, open_clip's names: {', '.join(PRECISIONS)} "
+    f"(default: {DEFAULTS['cuda']} on cuda, {DEFAULTS['cpu']} on cpu).",
 )
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption, resource_files, status_line
+from cliprank.commands.options import PrecisionOption, QuickGeluOption, resource_files, status_line
 from cliprank.commands.recipes import RecipeOption
 from cliprank.methods.spec import parse_budgets, parse_method_specs
 
@@ -26,7 +26,10 @@ def render(result: ProfileResult) -> list[Table]:
     cost = Table(title=f"{result.model['name']} ({result.model['pretrained']}): cost — {CONVENTION}")
     for column in ("method", "budget", "GMACs", "analytic", "Δ", "tokens entering attention", "schedule"):
         cost.add_column(column, justify="right" if column in ("budget", "GMACs", "analytic", "Δ") else "left")
-    speed = Table(title=f"speed: batch {result.settings['batch_size']}, median of {result.settings['repeats']}")
+    speed = Table(
+        title=f"speed ({result.environment['precision']}): batch {result.settings['batch_size']}, "
+        f"median of {result.settings['repeats']}"
+    )
     for column in ("method", "budget", "params", "img/s", "speed-up (ideal)", "ms at b=1", "peak memory"):
         speed.add_column(column, justify="left" if column == "method" else "right")
     for row, (measured, ideal) in zip(result.rows, speedups(result.rows), strict=True):
@@ -85,6 +88,7 @@ def profile(
     tokens: Annotated[Path | None, typer.Option("--tokens", help="Learned tokens for METHOD+tokens.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Directory for profile.json and profile.md.")] = None,
     quick_gelu: bool | None = QuickGeluOption,
+    precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Profile pruning settings: GMACs analytic vs counted (fvcore), executed schedule, params, speed, memory."""
@@ -110,7 +114,9 @@ def profile(
     )
     with Distributed.from_environment(device) as dist, status_line() as progress:
         loading = progress.add_task(f"loading {model} ({pretrained})")
-        loaded = load_model(model, pretrained, device=dist.device, seed=seed, quick_gelu=quick_gelu)
+        loaded = load_model(
+            model, pretrained, device=dist.device, seed=seed, quick_gelu=quick_gelu, precision=precision
+        )
         progress.remove_task(loading)
         result = run_profile(loaded, job, progress, dist)
     console = Console()

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption, progress_bar, set_threads
+from cliprank.commands.options import PrecisionOption, QuickGeluOption, progress_bar, set_threads
 from cliprank.commands.recipes import RecipeOption
 
 
@@ -35,6 +35,7 @@ def search_command(
     threads: int | None = typer.Option(None, min=1),
     out: Path | None = typer.Option(None, "--out", "-o", help="Rankings file (default runs/rankings/...)."),
     quick_gelu: bool | None = QuickGeluOption,
+    precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Find each image's golden ranking of patch tokens at the pruning block."""
@@ -59,7 +60,7 @@ def search_command(
         max_batch_tokens=max_batch_tokens,
     )
     with Distributed.from_environment(device) as dist:
-        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
+        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu, precision=precision)
         with progress_bar(dist) as progress:
             outcome = run_search(loaded, job, progress, dist)
         if not dist.is_main:

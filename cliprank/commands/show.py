@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from cliprank.commands import app
-from cliprank.commands.options import QuickGeluOption, parse_models, resource_files, set_threads
+from cliprank.commands.options import PrecisionOption, QuickGeluOption, parse_models, resource_files, set_threads
 from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
 from cliprank.methods.spec import parse_budgets, parse_method_specs
@@ -45,6 +45,7 @@ def show_command(
     threads: int | None = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
     out: Path = typer.Option(Path("runs/show/patch_maps.png"), "--out", "-o", help="PNG file to write."),
     quick_gelu: bool | None = QuickGeluOption,
+    precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Draw what every method keeps of chosen images at one budget: dropped patches greyed out, ToMe's
@@ -74,6 +75,6 @@ def show_command(
     )
     set_threads(threads)
     check_device(device)
-    loaded = load_model(models[0][0], models[0][1], device=device, quick_gelu=quick_gelu)
+    loaded = load_model(models[0][0], models[0][1], device=device, quick_gelu=quick_gelu, precision=precision)
     path = run_show(loaded, job)
     Console(soft_wrap=True).print(f"patch maps: {path}")

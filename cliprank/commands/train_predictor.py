@@ -9,7 +9,14 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import EMBEDDED_DATASETS, QuickGeluOption, progress_bar, set_threads, split_list
+from cliprank.commands.options import (
+    EMBEDDED_DATASETS,
+    PrecisionOption,
+    QuickGeluOption,
+    progress_bar,
+    set_threads,
+    split_list,
+)
 from cliprank.commands.recipes import RecipeOption
 
 
@@ -46,6 +53,7 @@ def train_predictor_command(
     threads: int | None = typer.Option(None, min=1),
     out: Path = typer.Option(Path("runs/predictor.safetensors"), "--out", "-o"),
     quick_gelu: bool | None = QuickGeluOption,
+    precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Train the ranking predictor on golden rankings; validates each epoch, keeps the best, resumes."""
@@ -81,7 +89,7 @@ def train_predictor_command(
         settings=settings,
     )
     with Distributed.from_environment(device) as dist:
-        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu)
+        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu, precision=precision)
         with progress_bar(dist) as progress:
             path, info = run_train_predictor(loaded, job, progress, dist)
         if not dist.is_main:

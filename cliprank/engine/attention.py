@@ -13,6 +13,11 @@ plus the by-products a reduction method asks for, at the marginal cost of that b
 - KEYS: keys averaged over heads (ToMe's metric), before any rotary embedding, so the similarity of
   two tokens is that of their content and not of their positions;
 - VALUE_NORMS: the norm of each token's value vector over all heads (ATS).
+
+The by-products are scores that decide which tokens stay, so they are float32 whatever the model's
+precision: the CLS row is recomputed from upcast q and k with autocast off, softmax, means and norms
+accumulate into float32. In a float32 model that is the same arithmetic as before; the block's own
+output stays in the model's precision.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from cliprank.engine.plan import CLS_ATTENTION, KEYS, RECEIVED_ATTENTION, VALUE_NORMS
+from cliprank.precision import autocast_off
 
 
 def attention_bias(size: torch.Tensor | None, valid: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -36,7 +42,7 @@ def attention_bias(size: torch.Tensor | None, valid: torch.Tensor | None, dtype:
 
 def received_attention(weights: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """(B, N): mean over heads and real queries of the attention each key receives (sums to 1 per image)."""
-    per_query = weights.mean(dim=1)  # (B, N queries, N keys)
+    per_query = weights.mean(dim=1, dtype=torch.float32)  # (B, N queries, N keys)
     if valid is None:
         return per_query.mean(dim=1)
     queries = valid.to(per_query.dtype).unsqueeze(-1)
@@ -63,18 +69,20 @@ def attend(
         logits = (q * head_dim**-0.5) @ k.transpose(-2, -1)
         if bias is not None:
             logits = logits + bias
-        weights = logits.softmax(dim=-1)
-        out = weights @ v
+        weights = logits.softmax(dim=-1, dtype=torch.float32)
+        out = weights.to(v.dtype) @ v
         by_products[RECEIVED_ATTENTION] = received_attention(weights, valid)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     if CLS_ATTENTION in needs:
-        logits = (q[:, :, :1] @ k.transpose(-2, -1)) * head_dim**-0.5
-        if bias is not None:
-            logits = logits + bias
-        by_products[CLS_ATTENTION] = logits.softmax(dim=-1)[:, :, 0]
+        with autocast_off(q):
+            logits = (q[:, :, :1].float() @ k.float().transpose(-2, -1)) * head_dim**-0.5
+            if bias is not None:
+                logits = logits + bias.float()
+            by_products[CLS_ATTENTION] = logits.softmax(dim=-1)[:, :, 0]
     if KEYS in needs:
-        by_products[KEYS] = (k if content_keys is None else content_keys).mean(dim=1)
+        by_products[KEYS] = (k if content_keys is None else content_keys).mean(dim=1, dtype=torch.float32)
     if VALUE_NORMS in needs:
-        by_products[VALUE_NORMS] = v.transpose(1, 2).reshape(batch, tokens, heads * v.shape[-1]).norm(dim=-1)
+        values = v.transpose(1, 2).reshape(batch, tokens, heads * v.shape[-1])
+        by_products[VALUE_NORMS] = torch.linalg.vector_norm(values, dim=-1, dtype=torch.float32)
     return out, by_products

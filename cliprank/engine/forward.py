@@ -20,6 +20,7 @@ from cliprank.engine.context import LayerContext, Trace
 from cliprank.engine.plan import LayerPlan, Op, Plan
 from cliprank.engine.state import TokenState
 from cliprank.models.towers import Block, PoolInput, Tower, tower_for
+from cliprank.precision import autocast_off
 
 
 def embed(visual: nn.Module, images: torch.Tensor, meta: dict[str, Any] | None = None) -> TokenState:
@@ -87,17 +88,23 @@ def run_blocks(
     return state
 
 
-def pool(visual: nn.Module, state: TokenState) -> torch.Tensor:
+def pool(visual: nn.Module, state: TokenState, float32: bool = False) -> torch.Tensor:
     """The tower's pooling head and projection, on whatever tokens survived.
 
     Each token counts as the patches it stands for: a size-weighted mean for mean pooling, a log-size
     logits bias for an attention-pool head (what proportional attention does in the blocks); padding
-    counts zero.
+    counts zero. `float32`: the head runs in float32 whatever the model's precision — for embeddings
+    that are compared with each other (the golden search's candidates, the tokens' distillation), whose
+    differences a bf16 embedding (8 bits of mantissa) would round away.
     """
     weight = state.size if state.valid is None else state.size * state.valid
-    bias = attention_bias(state.size, state.valid, state.x.dtype)
-    tokens = PoolInput(x=state.x, weight=weight, bias=bias, n_prefix=state.n_prefix, n_extra=state.n_extra)
-    return tower_for(visual).pool(tokens)
+    tower = tower_for(visual)
+    if not float32:
+        bias = attention_bias(state.size, state.valid, state.x.dtype)
+        return tower.pool(PoolInput(state.x, weight, bias, state.n_prefix, state.n_extra))
+    with autocast_off(state.x):
+        bias = attention_bias(state.size, state.valid, torch.float32)
+        return tower.pool_float32(PoolInput(state.x.float(), weight.float(), bias, state.n_prefix, state.n_extra))
 
 
 def encode(

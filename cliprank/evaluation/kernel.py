@@ -32,7 +32,8 @@ def encode_batch(
 ) -> dict[str, Any]:
     """One batch under one method setting (`plan` is `method.plan()`, built once per pass)."""
     trace = Trace()
-    embeddings = encode(model.visual, images, plan, dict(meta), trace)
+    with model.autocast():
+        embeddings = encode(model.visual, images, plan, dict(meta), trace)
     result: dict[str, Any] = {
         "logits": logits(embeddings, classifier).cpu(),
         "attention": [t.cpu() for t in trace.attention_tokens],

@@ -69,6 +69,7 @@ def build_record(
         ranking_agreement=ranking_agreement(row, results, golden),
         acc1_per_image=pack_bits(correct),
         acc1_ci95=list(wilson_interval(sum(correct), len(correct))),
+        precision=model.precision.name,
         extra=extra,
     )
 

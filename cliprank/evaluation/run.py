@@ -128,7 +128,10 @@ def run_evaluate(
 
 def environment(model: LoadedModel, job: EvaluateJob) -> Environment:
     return Environment.collect(
-        device=model.device.type, precision="fp32", threads=torch.get_num_threads(), seed=job.seed
+        device=model.device.type,
+        precision=model.precision.name,
+        threads=torch.get_num_threads(),
+        seed=job.seed,
     )
 
 
@@ -148,7 +151,14 @@ def write_records(
     if job.measure_speed and unmeasured:
         plans = [row.method.plan() for row in unmeasured]
         speeds = measure_speeds(
-            model.visual, plans, images, meta, job.timing_repeats, warmup=1, latency_repeats=max(3, job.timing_repeats)
+            model.visual,
+            plans,
+            images,
+            meta,
+            job.timing_repeats,
+            warmup=1,
+            latency_repeats=max(3, job.timing_repeats),
+            precision=model.precision,
         )
         measured.speeds.update({row.key: speed for row, speed in zip(unmeasured, speeds, strict=True)})
     for row in work.rows:

@@ -19,6 +19,7 @@ from cliprank.methods.base import Resources, register
 from cliprank.methods.golden import body_patch_scores
 from cliprank.methods.prune_at import PruneAtBase, Scorer, register_scorer
 from cliprank.models.arch import VisionArch
+from cliprank.precision import autocast_off
 
 
 @register_scorer("predictor")
@@ -38,7 +39,8 @@ def predictor_scorer(arch: VisionArch, resources: Resources, values: dict[str, A
     def score(state: TokenState, context: LayerContext) -> torch.Tensor:
         if state.n_extra or state.tokens != module.config.tokens:
             raise CliprankError("predictor must act on the full token set, before any other reduction")
-        patch_scores = module(state.x).float()
+        with autocast_off(state.x):  # a float32 head (≈1% of the tower): its ranking is not rounded to bf16
+            patch_scores = module(state.x.float()).float()
         return body_patch_scores(state, patch_scores)
 
     return Scorer(score, overhead=lambda tokens: float(module.macs()))

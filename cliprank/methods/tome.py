@@ -31,6 +31,7 @@ from cliprank.engine.state import TokenState
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Method, Param, as_bool, as_int, register
 from cliprank.models.arch import VisionArch
+from cliprank.precision import autocast_off
 
 RValue = int | tuple[int, ...]
 
@@ -85,7 +86,8 @@ def merge_count(r: int, body: int) -> int:
 def bipartite_merge(state: TokenState, metric: torch.Tensor, r: int) -> TokenState:
     """Merge the `r` most similar A→B pairs of body tokens by size-weighted average.
 
-    `metric` (B, body, d) is the per-token matching feature (head-averaged keys). The split is
+    `metric` (B, body, d) is the per-token matching feature (head-averaged keys); the similarities are
+    computed in float32 whatever the model's precision (in bf16, near-equal edges tie). The split is
     ToMe's: the *whole* sequence alternates A, B, A, … starting with the class token, which sits in A
     and never merges. So A holds body positions 1, 3, 5, … and B body positions 0, 2, 4, …; on a tower
     without a class token the sequence starts with the first patch, so A holds body positions 0, 2,
@@ -96,10 +98,12 @@ def bipartite_merge(state: TokenState, metric: torch.Tensor, r: int) -> TokenSta
     count = merge_count(r, state.body_count)
     if count <= 0:
         return state
-    metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     first_a = state.n_prefix % 2  # the body position of the first A token: sequence positions 0, 2, 4, … are A
     src_set, dst_set = slice(first_a, None, 2), slice(1 - first_a, None, 2)  # body positions of A and of B
-    similarity = metric[:, src_set] @ metric[:, dst_set].transpose(1, 2)  # (B, |A|, |B|): a matmul for counters
+    with autocast_off(metric):
+        metric = metric.float()
+        metric = metric / metric.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        similarity = metric[:, src_set] @ metric[:, dst_set].transpose(1, 2)  # (B, |A|, |B|): a matmul for counters
     best, match = similarity.max(dim=-1)
     order = best.argsort(dim=-1, descending=True, stable=True)
     src = order[:, :count]  # A tokens that merge away

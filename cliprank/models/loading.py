@@ -36,8 +36,10 @@ from open_clip.model import build_model_from_openai_state_dict
 from cliprank.errors import CliprankError
 from cliprank.models import embedded
 from cliprank.models.arch import VisionArch
+from cliprank.models.cast import cast_weights
 from cliprank.models.fingerprint import fingerprint_model
 from cliprank.models.towers import describe, refusal
+from cliprank.precision import FP32, Precision, resolve_precision
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 RANDOM_INIT = "none"
@@ -57,10 +59,15 @@ class LoadedModel:
     fingerprint: str
     quick_gelu: bool
     notes: tuple[str, ...] = ()
+    precision: Precision = FP32
 
     @property
     def visual(self) -> torch.nn.Module:
         return self.model.visual
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context every forward of this model runs in: autocast for `amp` precisions, else nothing."""
+        return self.precision.autocast_context(self.device)
 
     @property
     def device(self) -> torch.device:
@@ -280,13 +287,17 @@ def load_model(
     device: str = "cpu",
     quick_gelu: bool | None = None,
     seed: int = 0,
+    precision: str | None = None,
 ) -> LoadedModel:
     """Load `name` with weights from `pretrained` and check the engine can reduce its vision tower.
 
     `quick_gelu=None` decides automatically (tags: open_clip's own record; paths: see
-    `_checkpoint_wants_quick_gelu`); True/False force it.
+    `_checkpoint_wants_quick_gelu`); True/False force it. `precision` is one of open_clip's names
+    (`cliprank.precision`; None: amp on a GPU, fp32 on a CPU). The fingerprint is taken from the
+    float32 weights, so files made in one precision serve the same weights in another.
     """
     config = check_model_name(name)
+    resolved = resolve_precision(precision, device)
     notes: list[str] = []
     if pretrained == embedded.TAG:
         if name != embedded.MODEL_NAME:
@@ -321,14 +332,16 @@ def load_model(
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     preprocess = build_preprocess(model.visual)
+    fingerprint = fingerprint_model(model, name)
     return LoadedModel(
         name=name,
         pretrained=pretrained,
-        model=model,
+        model=cast_weights(model, resolved),
         preprocess=preprocess,
         tokenizer=LazyTokenizer(name),
         arch=arch,
-        fingerprint=fingerprint_model(model, name),
+        fingerprint=fingerprint,
         quick_gelu=bool(use_quick_gelu) or bool(config.get("quick_gelu", False)),
         notes=tuple(notes),
+        precision=resolved,
     )

@@ -1,8 +1,8 @@
 """Tokens entering the pruning block, computed once per (model, dataset, block) and cached on disk.
 
 Training a predictor for 50 epochs must not run the encoder 50 times: the tokens it reads depend
-only on the frozen model and the images. They are stored in fp16 with each image's dataset index and
-content hash, so they can be matched to rankings and checked against them.
+only on the frozen model, its precision and the images. They are stored in fp16 with each image's
+dataset index and content hash, so they can be matched to rankings and checked against them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class Features:
 
 
 def features_path(model: LoadedModel, dataset: ZeroShotDataset, block: int) -> Path:
-    key = hashlib.sha256(f"{model.fingerprint}|{dataset.fingerprint}|{block}".encode()).hexdigest()[:20]
+    identity = f"{model.fingerprint}|{model.precision.name}|{dataset.fingerprint}|{block}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:20]
     return cache_dir() / "features" / f"{dataset.name}-{dataset.split}-b{block}-{key}.safetensors"
 
 
@@ -53,7 +54,8 @@ def block_features(
     task = progress.add_task(f"features · {dataset.name}/{dataset.split}", total=len(dataset)) if progress else None
     for images, labels, indices in make_loader(dataset, batch_size=batch_size):
         images = images.to(model.device)
-        state = run_blocks(model.visual, embed(model.visual, images), identity, stop=block)
+        with model.autocast():
+            state = run_blocks(model.visual, embed(model.visual, images), identity, stop=block)
         parts["tokens"].append(state.x.to(torch.float16).cpu())
         parts["index"].append(indices.long())
         parts["image_hash"].append(image_hashes(images))

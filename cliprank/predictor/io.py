@@ -44,6 +44,7 @@ def save_predictor(
         "model": model.name,
         "pretrained": model.pretrained,
         "model_fingerprint": model.fingerprint,
+        "precision": model.precision.name,  # of the features it was trained on
         "block": str(block),
         "trained_on": json.dumps(trained_on),
         "info": json.dumps(info),

@@ -304,7 +304,13 @@ def train(
     schedule = SCHEDULES[settings.schedule]
     scheduler = schedule.build(optimizer, settings.epochs, steps_per_epoch)
     generator = torch.Generator().manual_seed(settings.seed)
-    identity = {"settings": settings.key(), "model": model.fingerprint, "rows": len(train_data)}
+    # the features it learns from were computed in the model's precision
+    identity = {
+        "settings": settings.key(),
+        "model": model.fingerprint,
+        "precision": model.precision.name,
+        "rows": len(train_data),
+    }
     result = run_epochs(
         Trainable(module, optimizer, scheduler, generator),
         epochs=settings.epochs,

@@ -3,7 +3,8 @@
 Records are matched by key. A regression is an acc1 drop beyond a tolerance in points, a relative
 GMACs increase beyond a tolerance, or (when asked for) a relative throughput drop. A BASE record missing
 from NEW makes the comparison unusable rather than passing: a gate that passes because a method stopped
-being evaluated would hide exactly the breakage it exists to catch.
+being evaluated would hide exactly the breakage it exists to catch. So do reports of two precisions
+(fp32 against amp): their accuracy and speed differ by the precision, not by the code under test.
 
 Inside one report, `compare_methods` pairs two methods on every dataset and budget they share and
 states an ordering only where the paired test on the same images supports it.
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cliprank.errors import CliprankError
 from cliprank.report import claims, grouping, significance
 from cliprank.report.schema import Record, Report
 from cliprank.report.significance import PairedTest
 
 EPSILON = 1e-9  # a change exactly at the tolerance is not beyond it, whatever the float rounding
 INPUT_FIELDS = ("images", "dataset_fingerprint", "model_fingerprint", "gmacs_convention")
-ENVIRONMENT_FIELDS = ("device", "precision", "threads", "torch", "open_clip", "platform")
+ENVIRONMENT_FIELDS = ("device", "threads", "torch", "open_clip", "platform")
 OK, REGRESSED, UNUSABLE = 0, 1, 2
 
 
@@ -66,7 +68,8 @@ class Comparison:
 
 
 def compare_reports(base: Report, new: Report, tolerances: Tolerances = Tolerances()) -> Comparison:
-    """Every regression, improvement, missing and added record of NEW against BASE."""
+    """Every regression, improvement, missing and added record of NEW against BASE (of one precision)."""
+    check_same_precision(base, new)
     base_records, new_records = base.by_key(), new.by_key()
     result = Comparison()
     result.missing = [r.key for r in grouping.sorted_records(base.records) if r.key not in new_records]
@@ -99,6 +102,24 @@ def compare_reports(base: Report, new: Report, tolerances: Tolerances = Toleranc
     if not base.records:
         result.notes.append("BASE has no records: nothing was checked")
     return result
+
+
+def precisions(report: Report) -> list[str]:
+    """The precisions a report's numbers were measured in (its records', or else its environment's)."""
+    return sorted({record.precision or report.environment.precision for record in report.records}) or [
+        report.environment.precision
+    ]
+
+
+def check_same_precision(base: Report, new: Report) -> None:
+    """Refuse to gate across precisions: a fp32 baseline says nothing about an amp run, and vice versa."""
+    before, after = precisions(base), precisions(new)
+    if before != after:
+        raise CliprankError(
+            f"BASE was measured in {', '.join(before)} and NEW in {', '.join(after)}: accuracy and speed in "
+            f"different precisions are not comparable; rerun NEW with --precision {before[0]} or compare reports "
+            "of one precision"
+        )
 
 
 def _changes(base: Record, new: Record, tolerances: Tolerances) -> list[tuple[Change, bool]]:

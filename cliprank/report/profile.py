@@ -42,6 +42,7 @@ class ProfileRow:
     schedule_check: str
     tower_parameters: int
     method_parameters: int
+    precision: str = "fp32"  # the model's, as `cliprank.precision` names it
     notes: list[str] = field(default_factory=list)
     throughput: Timing | None = None  # timed with all rows together, after every row is counted
     latency_ms: float | None = None  # median at batch 1
@@ -101,6 +102,7 @@ def row_to_dict(row: ProfileRow, speedup: tuple[float, float], base_macs: float)
             "check": row.schedule_check,
         },
         "parameters": {"image_tower": row.tower_parameters, "method": row.method_parameters},
+        "precision": row.precision,
         "throughput": asdict(row.throughput),
         "speedup": {"measured": speedup[0], "ideal_from_gmacs": speedup[1], "ratio": speedup[0] / speedup[1]},
         "latency_ms_batch1": row.latency_ms,
@@ -159,7 +161,8 @@ def to_markdown(result: ProfileResult) -> str:
         "flagged (⚠) when they differ by more than 1%.",
         "",
         f"Environment: cliprank {env['cliprank']}, torch {env['torch']}, open_clip {env['open_clip']}, "
-        f"device {env['device']}, {env['threads']} threads, git {env['git_revision'] or 'unknown'}. "
+        f"device {env['device']}, precision {env['precision']}, {env['threads']} threads, "
+        f"git {env['git_revision'] or 'unknown'}. "
         f"Throughput: batch {settings['batch_size']}, warm-up {settings['warmup']}, "
         f"median of {settings['repeats']}. {note[0].upper()}{note[1:]}.",
         "",

@@ -92,6 +92,7 @@ class Record:
     # which images acc1 counted as right, in dataset order: base64 of their bits (bits.pack_bits)
     acc1_per_image: str | None = None
     acc1_ci95: list[float] | None = None  # Wilson score interval of acc1, as fractions
+    precision: str | None = None  # `cliprank.precision` name the model ran in (reports before it: fp32)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -321,6 +322,7 @@ RECORD_FIELDS: dict[str, tuple[Check, bool]] = {
     "ranking_agreement": (_nullable(_shaped(RankingAgreement)), False),
     "acc1_per_image": (_nullable(_string), False),
     "acc1_ci95": (_nullable(_interval), False),
+    "precision": (_nullable(_string), False),
     "extra": (_mapping, False),
 }
 

@@ -90,7 +90,9 @@ def make_scorer(
     Scores are computed in float64 whatever the model's precision, so that removing one patch still
     changes them: in float32 the cosine to the unpruned embedding sits within a few ulps of 1 and
     many candidates tie exactly, leaving the greedy choice to the tie rule. The cosine is taken as
-    1 − ‖â − r̂‖²/2 from the difference of the unit vectors, which keeps its small changes exact.
+    1 − ‖â − r̂‖²/2 from the difference of the unit vectors, which keeps its small changes exact. The
+    embeddings themselves leave the pooling head in float32 even when the blocks run in bf16 or fp16
+    (`pool(float32=True)`): a bf16 embedding would round most candidates to the same few values.
     """
     if mode == "similarity":
         target = F.normalize(reference.double(), dim=-1)
@@ -159,7 +161,7 @@ class CandidateEvaluator:
                 index = torch.cat([head, patches + prefix], dim=1)
                 x = self.tokens[images[chosen][:, None], index]
                 state = run_blocks(self.visual, resume(self.visual, x, patches=patches), self.plan, start=self.block)
-                out[chosen] = pool(self.visual, state).double()
+                out[chosen] = pool(self.visual, state, float32=True).double()
                 self.token_count += x.shape[0] * x.shape[1]
                 self.length_counts[x.shape[1]] += x.shape[0]
         return out
@@ -233,7 +235,7 @@ def search_batch(
     settings.validate(arch)
     identity = Plan.identity(arch.depth)
     entering = run_blocks(visual, embed(visual, images), identity, stop=settings.block)
-    reference = pool(visual, run_blocks(visual, entering, identity, start=settings.block))
+    reference = pool(visual, run_blocks(visual, entering, identity, start=settings.block), float32=True)
     score = make_scorer(settings.score, reference, classifier, labels)
     evaluator = CandidateEvaluator(visual, entering.x, settings.block, max_batch_tokens)
 

@@ -60,6 +60,7 @@ def rankings_meta(
         settings=asdict(settings),
         chunk_size=chunk_size,
         score_dtype=SCORE_DTYPE,
+        precision=model.precision.name,
     )
 
 
@@ -160,9 +161,10 @@ def search_chunks(
         images, labels, indices = chunk_items(dataset, chunk, chunk_size)
         images = images.to(model.device)
         began = time.perf_counter()
-        result, evaluator = search_batch(
-            model.visual, model.arch, images, settings, classifier, labels.to(model.device), job.max_batch_tokens
-        )
+        with model.autocast():
+            result, evaluator = search_batch(
+                model.visual, model.arch, images, settings, classifier, labels.to(model.device), job.max_batch_tokens
+            )
         stats.seconds += time.perf_counter() - began
         stats.images += len(indices)
         stats.candidate_tokens += evaluator.token_count

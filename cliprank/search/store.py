@@ -44,6 +44,8 @@ class RankingsMeta:
     # how candidate scores were compared: "float64" since scores stopped saturating in float32 (files
     # written before carry no field and read as "float32"; their parts are never mixed with new ones)
     score_dtype: str = "float32"
+    # the precision the model ran in (`cliprank.precision`); files written before it was recorded were fp32
+    precision: str = "fp32"
 
     def identity(self) -> str:
         """Hash of everything that determines the rankings (not where they are written)."""

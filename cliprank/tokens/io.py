@@ -55,6 +55,7 @@ def save_tokens(
         "model": model.name,
         "pretrained": model.pretrained,
         "model_fingerprint": model.fingerprint,
+        "precision": model.precision.name,  # the model's, while the tokens were trained
         "setup": json.dumps(setup),
         "info": json.dumps(info),
     }

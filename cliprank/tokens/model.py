@@ -89,7 +89,7 @@ class LearnedTokens(nn.Module):
     def text_classifier(self, model, classnames: list[str]) -> torch.Tensor:
         """(D, K) classifier from the prompts "X … X {class}." read through the learned context."""
         prompts = [" ".join(["X"] * self.config.text_context) + f" {name}." for name in classnames]
-        with self.text_context(model.model):
+        with self.text_context(model.model), model.autocast():
             text = model.model.encode_text(model.tokenizer(prompts).to(model.device))
         return F.normalize(text.float(), dim=-1).t()
 

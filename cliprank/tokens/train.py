@@ -6,7 +6,8 @@ Objectives:
 - `fewshot`: cross-entropy of 100·cos against the zero-shot classifier on K images per class
   (with optional learned text context, CoOp-style).
 
-Only the tokens (and text context) have gradients. The tokens entering the insertion block do not
+Only the tokens (and text context) have gradients; in a float16 precision (`amp`, the GPU default) the
+loss is scaled against underflow (`torch.amp.GradScaler`). The tokens entering the insertion block do not
 depend on them, so when the method leaves those blocks untouched they come from the feature cache
 shared with the predictor, and only the blocks from the insertion point on run each step. Training
 validates every epoch on a held-out split, keeps the best epoch, and resumes from its checkpoint.
@@ -109,8 +110,10 @@ def prepare_split(
     features = block_features(model, dataset, block, progress=progress)
     targets = []
     for start in range(0, len(features.tokens), 256):
-        state = resume(model.visual, features.tokens[start : start + 256].float().to(model.device))
-        targets.append(F.normalize(pool(model.visual, run_blocks(model.visual, state, identity, start=block)), dim=-1))
+        x = features.tokens[start : start + 256].to(model.device, model.precision.weights_dtype)
+        with model.autocast():
+            state = run_blocks(model.visual, resume(model.visual, x), identity, start=block)
+            targets.append(F.normalize(pool(model.visual, state, float32=True), dim=-1))
     classifier = compute_classifier(model, dataset.classnames, dataset.templates)
     return SplitData(
         dataset=dataset,
@@ -143,15 +146,18 @@ class TokenForward:
         self.plan = method.plan().then(tokens.plan())
 
     def embeddings(self, data: SplitData, rows: torch.Tensor) -> torch.Tensor:
-        x = data.entering[rows].float().to(self.model.device)
+        """Float32 embeddings (the loss compares them a few ulps apart), the blocks in the model's precision."""
+        model = self.model
+        x = data.entering[rows].to(model.device, model.precision.weights_dtype)
         meta = {
             "dataset": data.dataset.name,
             "split": data.dataset.split,
             "index": data.index[rows],
             "image_hash": data.image_hash[rows],
         }
-        state = resume(self.model.visual, x, meta)
-        return pool(self.model.visual, run_blocks(self.model.visual, state, self.plan, start=self.block))
+        with model.autocast():
+            state = run_blocks(model.visual, resume(model.visual, x, meta), self.plan, start=self.block)
+            return pool(model.visual, state, float32=True)
 
     def classifier(self, data: SplitData) -> torch.Tensor:
         if self.tokens.context is None:
@@ -228,24 +234,27 @@ def train_tokens(
     steps = sum((len(p) + settings.batch_size - 1) // settings.batch_size for p in pools)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps)
     generator = torch.Generator().manual_seed(settings.seed)
+    scaler = torch.amp.GradScaler(model.device.type) if model.precision.scales_gradients else None
     identity = hashlib.sha256(
         json.dumps(
             {
                 "settings": asdict(settings),
                 "config": tokens.config.to_dict(),
                 "model": model.fingerprint,
+                "precision": model.precision.name,
                 "method": method.name,
                 "values": str(sorted(method.values.items())),
             }
         ).encode()
     ).hexdigest()[:16]
     selector = "cosine" if settings.objective == "distill" else "mean_top1"
+    trainable = Trainable(tokens, optimizer, scheduler, generator, scaler)
     result = run_epochs(
-        Trainable(tokens, optimizer, scheduler, generator),
+        trainable,
         epochs=settings.epochs,
         checkpoint=checkpoint,
         identity=identity,
-        train_epoch=lambda: train_epoch(forward, optimizer, scheduler, generator, pools, train_splits, settings, dist),
+        train_epoch=lambda: train_epoch(forward, trainable, pools, train_splits, settings, dist),
         validate=lambda: validate(forward, val_splits),
         selector=selector,
         describe=lambda entry: (
@@ -261,15 +270,23 @@ def train_tokens(
 
 def train_epoch(
     forward: TokenForward,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generator: torch.Generator,
+    trainable: Trainable,
     pools: list[torch.Tensor],
     splits: list[SplitData],
     settings: TokenTrainSettings,
     dist: Distributed,
 ) -> float:
-    """One epoch: every split's rows in shuffled global batches, the batches in shuffled order; mean loss."""
+    """One epoch: every split's rows in shuffled global batches, the batches in shuffled order; mean loss.
+
+    With a gradient scaler, a step whose scaled gradients overflowed is skipped, and so is its
+    learning-rate step: the schedule follows the steps actually taken.
+    """
+    optimizer, scheduler, generator, scaler = (
+        trainable.optimizer,
+        trainable.scheduler,
+        trainable.generator,
+        trainable.scaler,
+    )
     batches = [
         (which, rows[order[i : i + settings.batch_size]])
         for which, rows in enumerate(pools)
@@ -284,11 +301,18 @@ def train_epoch(
         mine = rows[dist.part(len(rows))]  # all rows in one process
         if len(mine):
             loss = loss_on(forward, splits[which], mine, settings.objective, len(rows) if dist.enabled else None)
-            loss.backward()
+            (loss if scaler is None else scaler.scale(loss)).backward()
         else:  # this rank's slice of a short batch is empty: it contributes zero gradients
             loss = torch.zeros((), device=forward.model.device)
         (loss,) = dist.sum_gradients(parameters, loss)
-        optimizer.step()
-        scheduler.step()
+        if scaler is None:
+            optimizer.step()
+            scheduler.step()
+        else:
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            if scaler.get_scale() >= scale:  # the scale drops exactly when the step was skipped
+                scheduler.step()
         total += loss.item()
     return total / max(1, len(batches))

@@ -115,7 +115,8 @@ def predictor_scores(model: LoadedModel, images: torch.Tensor, meta: dict[str, A
     """(B, P) the predictor's per-patch scores, read from a keep-everything run of the `predictor` method."""
     scorer = method_class("predictor")(model.arch, Resources(predictor=predictor), keep=1.0, block=predictor.block)
     trace = Trace()
-    encode(model.visual, images, scorer.plan(), dict(meta), trace)
+    with model.autocast():
+        encode(model.visual, images, scorer.plan(), dict(meta), trace)
     return trace.patch_scores.cpu().numpy()
 
 
@@ -139,16 +140,15 @@ def capture(
     """
     images = images.to(model.device)
     full = unpruned_macs(model.arch)
-    unpruned = (
-        logits(encode(model.visual, images, Plan.identity(model.arch.depth), dict(meta)), reference)
-        .argmax(dim=1)
-        .tolist()
-    )
+    with model.autocast():
+        unpruned_embeddings = encode(model.visual, images, Plan.identity(model.arch.depth), dict(meta))
+    unpruned = logits(unpruned_embeddings, reference).argmax(dim=1).tolist()
     scores = None if predictor is None else predictor_scores(model, images, meta, predictor)
     per_row = []
     for row in rows:
         trace = Trace.recording()
-        embeddings = encode(model.visual, images, row.method.plan(), dict(meta), trace)
+        with model.autocast():
+            embeddings = encode(model.visual, images, row.method.plan(), dict(meta), trace)
         predicted = logits(embeddings, row.classifier).argmax(dim=1).tolist()
         macs = per_image_macs(
             model.arch, trace.attention_tokens, trace.mlp_tokens, row.method.schedule().overhead

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn as nn
+from torch.func import functional_call
 
 from cliprank.models.arch import VisionArch
 
@@ -74,6 +75,7 @@ class Tower(ABC):
     """One kind of vision tower, adapted to the engine. Subclasses register in `cliprank.models.towers`."""
 
     kind: ClassVar[str]
+    head: ClassVar[tuple[str, ...]]  # names (in the tower) of the modules and parameters `pool` reads
 
     def __init__(self, visual: nn.Module):
         self.visual = visual
@@ -110,6 +112,33 @@ class Tower(ABC):
     @abstractmethod
     def pool(self, tokens: PoolInput) -> torch.Tensor:
         """The image embedding (B, D) from the final tokens, as the tower's own head computes it."""
+
+    def pool_float32(self, tokens: PoolInput) -> torch.Tensor:
+        """`pool` with the head's parameters in float32 (`tokens` must be float32 and autocast off).
+
+        Weights cast to bf16/fp16 are upcast for this call only (`torch.func.functional_call`); the head is
+        a small part of the tower (a LayerNorm and a projection, or an attention-pool block).
+        """
+        upcast = {
+            name: parameter.float()
+            for name, parameter in self.visual.named_parameters()
+            if parameter.dtype != torch.float32 and any(name == h or name.startswith(f"{h}.") for h in self.head)
+        }
+        if not upcast:
+            return self.pool(tokens)
+        return functional_call(_Head(self), {f"visual.{name}": value for name, value in upcast.items()}, (tokens,))
+
+
+class _Head(nn.Module):
+    """A tower's pooling head as a module whose parameters `functional_call` can swap."""
+
+    def __init__(self, tower: Tower):
+        super().__init__()
+        self.visual = tower.visual
+        self.tower = tower
+
+    def forward(self, tokens: PoolInput) -> torch.Tensor:
+        return self.tower.pool(tokens)
 
 
 def rotary_rows(table: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

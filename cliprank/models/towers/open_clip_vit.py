@@ -47,6 +47,7 @@ class OpenClipBlock(Block):
 
 class OpenClipViT(Tower):
     kind = "open_clip"
+    head = ("ln_post", "proj")
 
     @classmethod
     def claims(cls, visual: nn.Module) -> bool:

@@ -101,6 +101,8 @@ class TimmBlock(Block):
 class TimmTower(Tower):
     """What timm's ViT and Eva share: patch embedding, blocks, and the head (norm, pool, fc_norm, head)."""
 
+    head = ("trunk.norm", "trunk.attn_pool", "trunk.fc_norm", "trunk.head", "head")
+
     @property
     def trunk(self) -> nn.Module:
         return self.visual.trunk
