@@ -8,6 +8,7 @@ from typing import Any
 
 from cliprank.io import atomic_write_json
 from cliprank.report.schema import Environment
+from cliprank.speed import device_facts
 
 
 def write_result(
@@ -24,6 +25,7 @@ def write_result(
         precision=precision,
         threads=threads,
         seed=getattr(args, "seed", 0),
+        hardware=device_facts(args.device),
     )
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     payload = {"schema_version": schema, "environment": environment.to_dict(), "settings": settings, **body}

@@ -43,7 +43,7 @@ from cliprank.precision import FP32, Precision
 from cliprank.report.profile import ProfileResult, ProfileRow, describe_images
 from cliprank.report.schema import Environment, utc_now
 from cliprank.resources import ResourceFiles, load_resources
-from cliprank.speed import measure_speeds, random_images, torch_threads
+from cliprank.speed import device_facts, measure_speeds, random_images, torch_threads
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,11 @@ def run_profile(
     for row, speed in zip(profiled, speeds, strict=True):
         row.throughput, row.latency_ms, row.memory = speed.throughput, speed.latency_ms, speed.memory
     environment = Environment.collect(
-        device=model.device.type, precision=model.precision.name, threads=threads, seed=job.seed
+        device=model.device.type,
+        precision=model.precision.name,
+        threads=threads,
+        seed=job.seed,
+        hardware=device_facts(model.device),
     )
     return ProfileResult(
         settings=settings_json(model, job),
@@ -234,8 +238,7 @@ def _environment(base: dict[str, Any]) -> dict[str, Any]:
         fvcore = importlib.metadata.version("fvcore")
     except importlib.metadata.PackageNotFoundError:
         fvcore = None
-    device_name = torch.cuda.get_device_name() if base["device"].startswith("cuda") else None
-    return {**base, "fvcore": fvcore, "device_name": device_name}
+    return {**base, "fvcore": fvcore}
 
 
 def _model_info(model: LoadedModel) -> dict[str, Any]:

@@ -3,22 +3,34 @@
 Both `evaluate` and `profile` measure here, so a row's speed means the same in both. Every row is
 timed round-robin (one forward of each in turn, after warm-up): on a shared or thermally throttling
 machine a slow spell then hits every row alike and their ratios — the speed-ups — stay fair. The
-median shrugs off single hiccups. A GPU's queued work is synchronised into every timed region.
-Every forward runs in the model's precision (autocast for `amp`).
+median shrugs off single hiccups. Every forward runs in the model's precision (autocast for `amp`).
+
+On a GPU, work is queued: a timer read on the host right after the call measures the launch, not
+the work. So a GPU forward is timed with CUDA events recorded on the device's stream around it, after
+synchronising with whatever was queued before; its peak memory is the allocator's own count
+(`torch.cuda.reset_peak_memory_stats` / `max_memory_allocated`) for that one forward. On a CPU the
+wall clock is the device's clock, and peak memory is counted at the dispatcher (`TensorMemory`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import platform
+import shutil
 import statistics
+import subprocess
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
 
 from cliprank.data.meta import slice_meta
 from cliprank.engine.forward import ReducedVisual
@@ -67,24 +79,27 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 
 def random_images(count: int, arch: VisionArch, device: torch.device | str, seed: int) -> torch.Tensor:
-    """Seeded noise shaped like the tower's input."""
+    """Seeded noise shaped like the tower's input (drawn on the CPU: the same images on every device)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(count, 3, *arch.image_size, generator=generator).to(device)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_forward(module: nn.Module, images: torch.Tensor, precision: Precision = FP32) -> float:
-    """Seconds of one forward in `precision`, synchronised so a GPU's queued work is included."""
-    _synchronize(images.device)
-    start = time.perf_counter()
-    with torch.inference_mode(), precision.autocast_context(images.device):
+    """Seconds of one forward in `precision`: CUDA events on a GPU, the wall clock on a CPU."""
+    device = images.device
+    with torch.inference_mode(), precision.autocast_context(device):
+        if device.type != "cuda":
+            start = time.perf_counter()
+            module(images)
+            return time.perf_counter() - start
+        stream = torch.cuda.current_stream(device)
+        began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)  # earlier work must not run inside the timed region
+        began.record(stream)
         module(images)
-    _synchronize(images.device)
-    return time.perf_counter() - start
+        ended.record(stream)
+        ended.synchronize()
+        return began.elapsed_time(ended) / 1000
 
 
 def interleaved_medians(
@@ -112,46 +127,58 @@ def measure_throughputs(
     ]
 
 
-def measure_peak_memory(module: nn.Module, images: torch.Tensor, precision: Precision = FP32) -> Memory:
-    """Peak memory one forward adds on top of what is resident (weights and inputs excluded).
+class TensorMemory(TorchDispatchMode):
+    """Bytes of tensor storage the operations run inside allocate and keep alive; `peak`: the most at once.
 
-    CUDA: `torch.cuda.max_memory_allocated` minus the allocation before the forward. CPU: torch's
-    profiler records every tensor allocation and free; the peak of their running sum is the most
-    tensor memory the forward held at once (allocator caching and fragmentation not included).
+    Every operation's outputs are seen at the dispatcher: an output whose storage is none of its inputs'
+    is a new allocation, counted until its storage is freed (a weak reference's callback). Weights,
+    inputs and views of them are never counted. Temporaries an operation allocates and frees inside
+    itself, and the allocator's caching, are not seen: this is the footprint of the tensors a forward
+    holds, which is what pruning changes. Unlike torch's profiler it prints nothing.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                if id(storage) not in inputs and storage not in self.counted:
+                    self._allocate(storage)
+        return out
+
+    def _allocate(self, storage: torch.UntypedStorage) -> None:
+        size = storage.nbytes()
+        self.counted[storage] = size
+        weakref.finalize(storage, self._free, size)
+        self.current += size
+        self.peak = max(self.peak, self.current)
+
+    def _free(self, size: int) -> None:
+        self.current -= size
+
+
+def measure_peak_memory(module: nn.Module, images: torch.Tensor, precision: Precision = FP32) -> Memory:
+    """Peak memory one forward adds on top of what is resident (weights and inputs excluded)."""
     device = images.device
-    if device.type == "cuda":
-        _synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        with torch.inference_mode(), precision.autocast_context(device):
+    with torch.inference_mode(), precision.autocast_context(device):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
             module(images)
-        _synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
-        return Memory(int(peak), "CUDA max_memory_allocated during one batch, minus the allocation before it")
-    peak = _profiled_cpu_peak(module, images, precision)
-    what = "peak tensor bytes allocated during one batch (torch profiler allocation events; CPU)"
-    return Memory(peak, what if peak is not None else "unavailable: the profiler gave no memory events")
-
-
-def _profiled_cpu_peak(module: nn.Module, images: torch.Tensor, precision: Precision) -> int | None:
-    with (
-        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recorded,
-        torch.inference_mode(),
-        precision.autocast_context(images.device),
-    ):
-        module(images)
-    try:
-        events = [e for e in recorded.profiler.kineto_results.events() if e.name() == "[memory]"]
-    except AttributeError:  # the profiler's result layout is not a stable API
-        return None
-    if not events:
-        return None
-    current = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) - before
+            return Memory(int(peak), "CUDA max_memory_allocated during one batch, minus the allocation before it")
+        with TensorMemory() as memory:
+            module(images)
+    return Memory(memory.peak, "peak bytes of the tensors one batch's operations held at once (CPU)")
 
 
 def measure_speeds(
@@ -177,3 +204,46 @@ def measure_speeds(
         Speed(timing, 1000 * seconds, measure_peak_memory(module, images, precision))
         for timing, seconds, module in zip(throughputs, latencies, modules, strict=True)
     ]
+
+
+def device_facts(device: torch.device | str) -> dict[str, str | None]:
+    """The hardware a report's numbers come from: the GPU with its CUDA runtime and driver, or the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {
+            "device_name": torch.cuda.get_device_name(device),
+            "cuda": torch.version.cuda,
+            "driver": nvidia_driver(),
+        }
+    return {"device_name": cpu_model(), "cuda": None, "driver": None}
+
+
+def cpu_model() -> str | None:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver's version: from the kernel module's /proc entry, else from nvidia-smi; None if neither."""
+    try:
+        words = Path("/proc/driver/nvidia/version").read_text().split()
+        return next(word for word in words if word[:1].isdigit() and word.count(".") >= 1)
+    except (OSError, StopIteration):
+        pass
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    versions = done.stdout.split()
+    return versions[0] if versions else None

@@ -282,17 +282,19 @@ def test_resume_and_compare_refuse_another_precision(bf16_report: Path, tmp_path
     assert "BASE was measured in fp32 and NEW in bf16" in err and "Traceback" not in err
 
 
-def test_reports_without_record_precision_still_load_and_compare(tmp_path: Path) -> None:
+def test_reports_without_record_precision_or_hardware_still_load_and_compare(tmp_path: Path) -> None:
     """Reports written before this field (all fp32) read as the environment's precision."""
     out = tmp_path / "fp32"
     assert run([*EVALUATE, "--no-speed", "--out", str(out)]) == 0
     data = json.loads((out / "report.json").read_text())
+    for name in ("device_name", "cuda", "driver"):
+        del data["environment"][name]
     for record in data["records"]:
         del record["precision"]
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
     report = load_report(old)
-    assert report.records[0].precision is None
+    assert report.environment.device_name is None and report.records[0].precision is None
     assert compare_reports(report, load_report(out / "report.json")).exit_code == 0
 
 

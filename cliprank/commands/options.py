@@ -90,5 +90,15 @@ def progress_bar(dist: Distributed) -> AbstractContextManager[Progress | None]:
 
 
 def status_line() -> Progress:
-    """A one-line spinner on stderr that says what is being done and leaves nothing behind (logs, pipes)."""
-    return Progress(SpinnerColumn(), TextColumn("{task.description}…"), console=Console(stderr=True), transient=True)
+    """A one-line spinner on stderr that says what is being done and leaves nothing behind (logs, pipes).
+
+    Off when stderr is not a terminal: a spinner cannot be erased from a log, so it would leave a blank line.
+    """
+    console = Console(stderr=True)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}…"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )

@@ -38,7 +38,7 @@ from cliprank.report.schema import Environment, record_key
 from cliprank.report.store import ReportWriter
 from cliprank.resources import ResourceFiles, load_resources
 from cliprank.search.store import RankingLookup
-from cliprank.speed import Speed, measure_speeds
+from cliprank.speed import Speed, device_facts, measure_speeds
 from cliprank.visualize.capture import Row as Drawn
 from cliprank.visualize.report import report_patch_maps
 from cliprank.zeroshot import zero_shot_classifier
@@ -132,6 +132,7 @@ def environment(model: LoadedModel, job: EvaluateJob) -> Environment:
         precision=model.precision.name,
         threads=torch.get_num_threads(),
         seed=job.seed,
+        hardware=device_facts(model.device),
     )
 
 

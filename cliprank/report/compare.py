@@ -23,7 +23,7 @@ from cliprank.report.significance import PairedTest
 
 EPSILON = 1e-9  # a change exactly at the tolerance is not beyond it, whatever the float rounding
 INPUT_FIELDS = ("images", "dataset_fingerprint", "model_fingerprint", "gmacs_convention")
-ENVIRONMENT_FIELDS = ("device", "threads", "torch", "open_clip", "platform")
+ENVIRONMENT_FIELDS = ("device", "device_name", "threads", "torch", "open_clip", "platform")
 OK, REGRESSED, UNUSABLE = 0, 1, 2
 
 

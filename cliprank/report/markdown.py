@@ -64,6 +64,8 @@ def _header(report: Report) -> list[str]:
     images = ", ".join(f"{d} {n}" for d, n in sorted({(r.dataset, r.images) for r in records})) or "—"
     revision = f" ({env.git_revision})" if env.git_revision else ""
     seed = "unset" if env.seed is None else env.seed
+    gpu = ", ".join(f"{name} {value}" for name, value in (("CUDA", env.cuda), ("driver", env.driver)) if value)
+    hardware = "".join(f" ({part})" for part in (env.device_name, gpu) if part)
     trained_on = sorted(
         {", ".join(r.extra["predictor_trained_on"]) for r in records if r.extra.get("predictor_trained_on")}
     )
@@ -80,7 +82,7 @@ def _header(report: Report) -> list[str]:
         "a plain Δ is within noise. Superscript letters compare the settings of one column: two settings "
         "that share a letter are not significantly different, and *a* marks the best group. Tests are per "
         "comparison (no multiplicity correction); 95% Wilson intervals of every acc1 are in the details.",
-        f"- **Run:** {env.device}, {env.precision}, {env.threads} threads, seed {seed}",
+        f"- **Run:** {env.device}{hardware}, {env.precision}, {env.threads} threads, seed {seed}",
         f"- **Images per dataset:** {images}",
         *predictor,
         f"- **Versions:** cliprank {env.cliprank}{revision}, torch {env.torch}, open_clip {env.open_clip}, "

@@ -161,7 +161,7 @@ def to_markdown(result: ProfileResult) -> str:
         "flagged (⚠) when they differ by more than 1%.",
         "",
         f"Environment: cliprank {env['cliprank']}, torch {env['torch']}, open_clip {env['open_clip']}, "
-        f"device {env['device']}, precision {env['precision']}, {env['threads']} threads, "
+        f"device {env['device']}{_hardware(env)}, precision {env['precision']}, {env['threads']} threads, "
         f"git {env['git_revision'] or 'unknown'}. "
         f"Throughput: batch {settings['batch_size']}, warm-up {settings['warmup']}, "
         f"median of {settings['repeats']}. {note[0].upper()}{note[1:]}.",
@@ -196,6 +196,16 @@ def to_markdown(result: ProfileResult) -> str:
     if notes:
         lines += ["## Notes", "", *notes, ""]
     return "\n".join(lines)
+
+
+def _hardware(env: dict[str, Any]) -> str:
+    """' (GPU name, CUDA x, driver y)' or ' (CPU model)' from the environment, when known."""
+    parts = [
+        env.get("device_name"),
+        *(f"{k} {env[v]}" for k, v in (("CUDA", "cuda"), ("driver", "driver")) if env.get(v)),
+    ]
+    known = [part for part in parts if part]
+    return f" ({', '.join(known)})" if known else ""
 
 
 def write_profile(result: ProfileResult, out_dir: Path | str) -> tuple[Path, Path]:

@@ -139,7 +139,12 @@ class Record:
 
 @dataclass
 class Environment:
-    """Where the numbers were produced. Throughput and fp16 accuracy depend on all of it."""
+    """Where the numbers were produced. Throughput and fp16 accuracy depend on all of it.
+
+    The hardware fields are optional (reports written before them lack them): `device_name` is the GPU's
+    name on a GPU, the CPU's model otherwise; `cuda` the CUDA runtime torch was built with and `driver`
+    the NVIDIA driver, on a GPU.
+    """
 
     cliprank: str | None
     torch: str | None
@@ -151,10 +156,24 @@ class Environment:
     threads: int
     seed: int | None
     git_revision: str | None
+    device_name: str | None = None
+    cuda: str | None = None
+    driver: str | None = None
 
     @classmethod
-    def collect(cls, *, device: str, precision: str, threads: int, seed: int | None) -> Environment:
-        """The current process's environment; versions come from package metadata (no heavy imports)."""
+    def collect(
+        cls,
+        *,
+        device: str,
+        precision: str,
+        threads: int,
+        seed: int | None,
+        hardware: dict[str, str | None] | None = None,
+    ) -> Environment:
+        """The current process's environment; versions come from package metadata (no heavy imports).
+
+        `hardware`: the optional hardware fields, as `cliprank.speed.device_facts` reads them.
+        """
         return cls(
             cliprank=_version("cliprank"),
             torch=_version("torch"),
@@ -166,6 +185,7 @@ class Environment:
             threads=threads,
             seed=seed,
             git_revision=git_revision(),
+            **(hardware or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -326,17 +346,20 @@ RECORD_FIELDS: dict[str, tuple[Check, bool]] = {
     "extra": (_mapping, False),
 }
 
-ENVIRONMENT_FIELDS: dict[str, Check] = {
-    "cliprank": _nullable(_string),
-    "torch": _nullable(_string),
-    "open_clip": _nullable(_string),
-    "python": _string,
-    "platform": _string,
-    "device": _string,
-    "precision": _string,
-    "threads": _integer,
-    "seed": _nullable(_integer),
-    "git_revision": _nullable(_string),
+ENVIRONMENT_FIELDS: dict[str, tuple[Check, bool]] = {
+    "cliprank": (_nullable(_string), True),
+    "torch": (_nullable(_string), True),
+    "open_clip": (_nullable(_string), True),
+    "python": (_string, True),
+    "platform": (_string, True),
+    "device": (_string, True),
+    "precision": (_string, True),
+    "threads": (_integer, True),
+    "seed": (_nullable(_integer), True),
+    "git_revision": (_nullable(_string), True),
+    "device_name": (_nullable(_string), False),
+    "cuda": (_nullable(_string), False),
+    "driver": (_nullable(_string), False),
 }
 
 
@@ -394,8 +417,7 @@ def validate_report(obj: Any) -> list[str]:
     if not isinstance(environment, dict):
         problems.append("'environment' must be an object")
     else:
-        spec = {name: (check, True) for name, check in ENVIRONMENT_FIELDS.items()}
-        problems += _check_fields(environment, spec, "environment")
+        problems += _check_fields(environment, ENVIRONMENT_FIELDS, "environment")
     records = obj.get("records")
     if not isinstance(records, list):
         return [*problems, "'records' must be a list"]
