@@ -63,7 +63,7 @@ class Trace:
         if self.patch_scores is not None:
             return
         pos = state.body(state.pos)
-        scores = torch.full((state.batch, patches + 1), float("nan"), device=pos.device)
+        scores = torch.full((state.batch, patches + 1), float("nan"), device=pos.device, dtype=torch.float32)
         is_patch = pos > 0
         if state.valid is not None:
             is_patch &= state.body(state.valid)

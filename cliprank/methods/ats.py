@@ -76,7 +76,7 @@ def sample_tokens(scores: torch.Tensor, valid: torch.Tensor, samples: int) -> to
     is matched only against the `samples` most significant ones (the official code crops its CDF from
     the left to the number of points), so points below that window all land on its lowest token.
     """
-    inf = torch.tensor(float("inf"), device=scores.device)
+    inf = torch.tensor(float("inf"), device=scores.device, dtype=scores.dtype)
     ranked, order = scores.masked_fill(~valid, float("-inf")).sort(dim=1)  # padding first, then ascending
     valid_sorted = valid.gather(1, order)
     cdf = ranked.masked_fill(~valid_sorted, 0.0).cumsum(dim=1)

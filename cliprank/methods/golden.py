@@ -45,7 +45,8 @@ def golden_scorer(arch: VisionArch, resources: Resources, values: dict[str, Any]
             raise CliprankError(
                 f"golden: rankings were searched at block {searched}, not {block}; pass block={searched}"
             )
-        patch_scores = lookup.patch_scores(torch.as_tensor(state.meta["index"]), state.meta.get("image_hash"))
+        indices = torch.as_tensor(state.meta["index"], device="cpu")  # looked up in the rankings file, on the CPU
+        patch_scores = lookup.patch_scores(indices, state.meta.get("image_hash"))
         return body_patch_scores(state, patch_scores)
 
     return Scorer(score)

@@ -64,10 +64,11 @@ def random_scorer(arch: VisionArch, resources: Resources, values: dict[str, Any]
     seed = values.get("seed", 0)
 
     def score(state: TokenState, context: LayerContext) -> torch.Tensor:
+        # drawn on the CPU on purpose: a CPU generator gives every device the same patches for a seed
         rows = []
         for image_seed in image_seeds(state, seed):
             generator = torch.Generator().manual_seed(image_seed)
-            rows.append(torch.rand(state.body_count, generator=generator))
+            rows.append(torch.rand(state.body_count, generator=generator, device="cpu", dtype=torch.float32))
         return torch.stack(rows).to(state.x.device)
 
     return Scorer(score)

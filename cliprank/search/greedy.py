@@ -192,7 +192,7 @@ def greedy_rankings(
     all_ids = torch.arange(batch, device=device)
     moved_list, size_list = [0] * batch, sizes.tolist()  # plain ints: the commit loop does no tensor work
     max_steps = math.ceil(goal / settings.step_tokens) + len(units)
-    trajectory = torch.full((batch, max_steps + 1), float("nan"), dtype=torch.float64)
+    trajectory = torch.full((batch, max_steps + 1), float("nan"), dtype=torch.float64, device="cpu")  # the result
     trajectory[:, 0] = score_sets(all_ids, _kept(chosen, members, backward)).cpu().double()
 
     for step in range(max_steps):
@@ -303,11 +303,11 @@ def _order_units(chosen: torch.Tensor, step_of: torch.Tensor, last_score: torch.
 
 
 def _expand(orders: list[list[int]], units: list[list[int]], step_of: torch.Tensor, patches: int):
-    ranking = torch.empty(len(orders), patches, dtype=torch.long)
-    patch_step = torch.empty(len(orders), patches, dtype=torch.long)
+    ranking = torch.empty(len(orders), patches, dtype=torch.long, device="cpu")  # results go to a file
+    patch_step = torch.empty(len(orders), patches, dtype=torch.long, device="cpu")
     for image, order in enumerate(orders):
         flat = [patch for unit in order for patch in units[unit]]
-        ranking[image] = torch.tensor(flat)
+        ranking[image] = torch.tensor(flat, dtype=torch.long, device="cpu")
         for unit, members in enumerate(units):
             patch_step[image, members] = int(step_of[image, unit])
     return ranking, patch_step

@@ -192,7 +192,7 @@ class RankingLookup:
                     "search the images you evaluate (same split and --limit or larger)"
                 )
             rows.append(self.row_of[int(index)])
-        rows = torch.tensor(rows, dtype=torch.long)
+        rows = torch.tensor(rows, dtype=torch.long, device="cpu")  # rows of the file, which lives on the CPU
         if hashes is not None and not torch.equal(self.rankings.image_hash[rows], hashes.cpu()):
             raise CliprankError(
                 f"{self.source} do not match these images (content hash differs: other data or preprocessing); "

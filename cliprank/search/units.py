@@ -25,7 +25,7 @@ def make_units(grid: tuple[int, int], block: int) -> list[list[int]]:
 
 def unit_matrix(units: list[list[int]], patches: int) -> torch.Tensor:
     """(U, P) bool membership matrix."""
-    matrix = torch.zeros(len(units), patches, dtype=torch.bool)
+    matrix = torch.zeros(len(units), patches, dtype=torch.bool, device="cpu")  # built here, moved by its user
     for index, members in enumerate(units):
         matrix[index, members] = True
     return matrix
