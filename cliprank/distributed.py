@@ -1,10 +1,13 @@
 """torch.distributed for every long command, launched the standard way: `torchrun`.
 
 `Distributed.from_environment()` reads torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK); without
-them it is a single process and every method here is a no-op. The backend follows the device: NCCL
-for CUDA, gloo for CPU. Work is sharded by rank deterministically (item k goes to rank k mod world
-size, `owns`), each rank writes its own files, and rank 0 merges after a barrier. Only rank 0 shows
-progress; every rank logs to `rank-<r>.log` in a folder beside its output (`log_to`).
+them it is a single process and every method here is a no-op. Under torchrun a process group is set up
+even for one process (`torchrun --nproc_per_node 1`), so that run takes the distributed path — the
+process group, part files, merge — which one GPU can then check against a plain run. The backend
+follows the device: NCCL for CUDA, gloo for CPU. Work is sharded by rank deterministically (item k
+goes to rank k mod world size, `owns`), each rank writes its own files, and rank 0 merges after a
+barrier. Only rank 0 shows progress; every rank logs to `rank-<r>.log` in a folder beside its output
+(`log_to`).
 
 Nothing here hangs forever on a dead peer: torchrun stops every worker of a group as soon as one
 fails, and the process-group timeout bounds the rest.
@@ -47,21 +50,23 @@ class Distributed:
     local_rank: int = 0
     device: str = "cpu"
     initialised: bool = False
+    launched: bool = False  # started by torchrun (or another launcher of env:// process groups)
 
     @classmethod
     def from_environment(cls, device: str = "cpu") -> Distributed:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        launched = all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
         check_device(device)
-        if device.startswith("cuda") and world_size > 1:
+        if device.startswith("cuda") and (world_size > 1 or launched):
             device = f"cuda:{local_rank}"
             torch.cuda.set_device(local_rank)
-        return cls(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+        return cls(rank=rank, world_size=world_size, local_rank=local_rank, device=device, launched=launched)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:

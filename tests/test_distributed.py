@@ -134,6 +134,17 @@ def test_search_killed_rank_resumes_to_the_one_process_rankings(rankings: Path, 
     assert (tmp_path / "second.out").read_text().count("rankings:") == 1  # one summary, from rank 0
 
 
+def test_torchrun_with_one_process_sets_up_a_process_group(monkeypatch) -> None:
+    """`torchrun --nproc_per_node 1` takes the distributed path (part files, merge): what one GPU can check."""
+    launcher = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29512"}
+    for name, value in launcher.items():
+        monkeypatch.setenv(name, value)
+    launched = Distributed.from_environment("cpu")
+    assert launched.enabled and launched.world_size == 1 and launched.backend == "gloo"
+    monkeypatch.delenv("MASTER_ADDR")
+    assert not Distributed.from_environment("cpu").enabled  # a plain process that happens to have RANK set
+
+
 def comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in SPEED_FIELDS}
 
