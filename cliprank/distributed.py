@@ -41,6 +41,12 @@ def check_device(device: str) -> None:
         raise CliprankError(f"device '{device}' is not supported; use cpu or cuda")
     if kind == "cuda" and not torch.cuda.is_available():
         raise CliprankError("--device cuda was asked for but torch sees no CUDA GPU here; use --device cpu")
+    index = device.partition(":")[2]
+    if kind == "cuda" and index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        count = torch.cuda.device_count()
+        raise CliprankError(
+            f"device '{device}' does not exist here: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}"
+        )
 
 
 @dataclass

@@ -61,6 +61,7 @@ class ProfileJob:
     images: int = 8  # images the executed schedule (and adaptive methods' GMACs) are averaged over
     seed: int = 0
     cross_check: bool = True  # also count with torch.utils.flop_counter
+    skip_unreadable: bool = False  # leave out image files of --dataset that cannot be decoded
 
 
 @dataclass
@@ -125,7 +126,13 @@ def probe_images(model: LoadedModel, job: ProfileJob, count: int, offset: int) -
     """`count` images: from `job.dataset` when given (real content), else seeded noise."""
     if job.dataset is None:
         return Probe(random_images(count, model.arch, model.device, job.seed + offset), None)
-    dataset = load_dataset(job.dataset, split=job.split, root=job.dataset_root, transform=model.preprocess)
+    dataset = load_dataset(
+        job.dataset,
+        split=job.split,
+        root=job.dataset_root,
+        transform=model.preprocess,
+        skip_unreadable=job.skip_unreadable,
+    )
     images, _, indices = next(iter(make_loader(dataset, batch_size=min(count, len(dataset)))))
     images = images.to(model.device)
     return Probe(images, batch_meta(dataset.name, job.split, images, indices, hashes=True))

@@ -86,7 +86,14 @@ def load_resources(
             continue
         paths = files.given(kind) or (source.shipped() if model.pretrained == embedded.TAG else [])
         if paths:
-            setattr(resources, kind, source.load(paths, model))
+            loaded = source.load(paths, model)
+            if users[kind] and not loaded:  # rankings files that are all another model's
+                needs = "needs" if len(users[kind]) == 1 else "need"
+                raise CliprankError(
+                    f"{', '.join(dict.fromkeys(users[kind]))} {needs} rankings of this model ({model.label}): "
+                    f"{loaded.why_empty()}; run `cliprank search` with this model"
+                )
+            setattr(resources, kind, loaded)
         elif users[kind]:
             needs = "needs" if len(users[kind]) == 1 else "need"
             raise CliprankError(f"{', '.join(dict.fromkeys(users[kind]))} {needs} {source.wanted}")

@@ -36,6 +36,7 @@ class ShowJob:
     split: str = "test"
     dataset_root: Path | None = None
     files: ResourceFiles = field(default_factory=ResourceFiles)
+    skip_unreadable: bool = False  # indices count the readable files only, as a search that skipped did
 
 
 def heatmap_predictor(model: LoadedModel, loaded, files: ResourceFiles):
@@ -59,7 +60,13 @@ def run_show(model: LoadedModel, job: ShowJob) -> Path:
                 f"{', '.join(oracles)} needs the searched ranking of a dataset image, which an image file has none "
                 "of; drop it from --method or show dataset images (--index)"
             )
-    dataset = load_dataset(job.dataset, split=job.split, root=job.dataset_root, transform=model.preprocess)
+    dataset = load_dataset(
+        job.dataset,
+        split=job.split,
+        root=job.dataset_root,
+        transform=model.preprocess,
+        skip_unreadable=job.skip_unreadable,
+    )
     batches = []
     if job.indices:
         batches.append(dataset_batch(dataset, job.indices))

@@ -18,7 +18,10 @@ import torch
 
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
-from cliprank.io import atomic_save_torch
+from cliprank.io import atomic_save_torch, reason
+
+CHECKPOINT_KEYS = frozenset({"identity", "module", "optimizer", "scheduler", "generator", "state"})
+STATE_KEYS = frozenset({"epoch", "best", "best_state", "history"})
 
 
 @dataclass
@@ -32,16 +35,43 @@ class Trainable:
     scaler: torch.amp.GradScaler | None = None  # float16 precisions: the loss scale is training state too
 
 
+def _damaged(checkpoint: Path, problem: str) -> CliprankError:
+    return CliprankError(
+        f"training checkpoint {checkpoint} is damaged ({problem}); delete it to train from the first epoch"
+    )
+
+
 def read_checkpoint(checkpoint: Path, identity: Any) -> dict[str, Any] | None:
-    """The saved training state, or None when there is none; refuses a checkpoint of another run."""
-    if not checkpoint.is_file():
+    """The saved training state, or None when there is none; refuses a damaged one or one of another run."""
+    if not checkpoint.exists():
         return None
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if saved.get("identity") != identity:
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, pickle and unpickling errors share no base class
+        raise _damaged(checkpoint, reason(err)) from err
+    if not isinstance(saved, dict) or not CHECKPOINT_KEYS <= set(saved):
+        raise _damaged(checkpoint, "it does not hold a whole training state")
+    if saved["identity"] != identity:
         raise CliprankError(
             f"checkpoint {checkpoint} belongs to another training run; delete it or choose another --out"
         )
+    if not isinstance(saved["state"], dict) or not STATE_KEYS <= set(saved["state"]):
+        raise _damaged(checkpoint, "it does not hold a whole training state")
     return saved
+
+
+def restore(trainable: Trainable, saved: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """Load a checkpoint's states into `trainable`; returns the loop's bookkeeping."""
+    try:
+        trainable.module.load_state_dict(saved["module"])
+        trainable.optimizer.load_state_dict(saved["optimizer"])
+        trainable.scheduler.load_state_dict(saved["scheduler"])
+        trainable.generator.set_state(saved["generator"])
+        if trainable.scaler is not None:
+            trainable.scaler.load_state_dict(saved["scaler"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise _damaged(checkpoint, f"its states do not fit this run: {reason(err)}") from err
+    return saved["state"]
 
 
 def run_epochs(
@@ -64,13 +94,7 @@ def run_epochs(
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_state": None, "history": []}
     saved = dist.broadcast_object(read_checkpoint(checkpoint, identity) if dist.is_main else None)
     if saved is not None:
-        trainable.module.load_state_dict(saved["module"])
-        trainable.optimizer.load_state_dict(saved["optimizer"])
-        trainable.scheduler.load_state_dict(saved["scheduler"])
-        trainable.generator.set_state(saved["generator"])
-        if trainable.scaler is not None:
-            trainable.scaler.load_state_dict(saved["scaler"])
-        state = saved["state"]
+        state = restore(trainable, saved, checkpoint)
         log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
     task = progress.add_task(title, total=epochs, completed=state["epoch"]) if progress is not None else None
     for epoch in range(state["epoch"], epochs):

@@ -221,6 +221,24 @@ def test_imagefolder_mistakes_are_one_clear_line(tmp_path):
         load_dataset(f"imagefolder:{flat}")
 
 
+def test_unreadable_images_stop_the_run_naming_the_file_or_are_skipped_when_asked(tmp_path):
+    folder = make_folder(tmp_path, ["ant", "bee"])
+    (folder / "ant" / "broken.png").write_bytes(b"")
+    (folder / "bee" / "cut.png").write_bytes((folder / "bee" / "img0.png").read_bytes()[:40])
+    full = load_dataset(f"imagefolder:{folder}")
+    position = list(full.dataset.source.files).index("ant/broken.png")
+    with pytest.raises(CliprankError, match=r"ant/broken.png cannot be read .*--skip-unreadable"):
+        full.dataset[position]
+    skipping = load_dataset(f"imagefolder:{folder}", skip_unreadable=True)
+    assert skipping.skipped == ("ant/broken.png", "bee/cut.png")
+    assert len(skipping) == len(full) - 2 and all(skipping.dataset[i][0] for i in range(len(skipping)))
+    assert skipping.fingerprint != full.fingerprint  # the report names the images it scored
+    assert load_dataset(f"imagefolder:{folder}", skip_unreadable=True).fingerprint == skipping.fingerprint
+    (folder / "bee" / "cut.png").unlink()  # the same readable files, fewer skipped: another fingerprint
+    assert load_dataset(f"imagefolder:{folder}", skip_unreadable=True).fingerprint != skipping.fingerprint
+    assert load_dataset(f"imagefolder:{folder}").skipped == ()  # nothing is decoded up front unless asked
+
+
 # --- CLIP_benchmark names ------------------------------------------------------------------------------
 
 

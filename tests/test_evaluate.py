@@ -194,3 +194,25 @@ def test_golden_through_evaluate_matches_the_search(tmp_path) -> None:
         embeddings = pool(model.visual, run_blocks(model.visual, pruned, Plan.identity(6), start=3))
     accuracy = zeroshot.metrics(zeroshot.logits(embeddings, classifier), labels)["acc1"]
     assert golden.metrics["acc1"] == pytest.approx(accuracy)
+
+
+def test_unreadable_images_are_skipped_when_asked_and_named_in_the_report(tmp_path) -> None:
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (photos / label).mkdir(parents=True)
+        for k in range(3):
+            Image.new("RGB", (16, 16), (80 * k, 40, 0)).save(photos / label / f"{k}.png")
+    (photos / "dog" / "scraped.jpg").write_bytes(b"<html>not found</html>")
+    argv = ["evaluate", "--pretrained", "none", "--dataset", f"imagefolder:{photos}", "--method", "none,topk"]
+    argv += ["--budget", "0.7", "--no-speed", "--no-flops", "--patch-maps", "0", "--out", str(tmp_path / "run")]
+    assert run(argv) == 2  # by default the first unreadable image stops the run
+    assert run([*argv, "--skip-unreadable"]) == 0
+    records = load_report(tmp_path / "run" / "report.json").records
+    assert {record.images for record in records} == {6}
+    assert all(record.extra["skipped_images"] == ["dog/scraped.jpg"] for record in records)
+    assert (
+        "1 unreadable image file(s) left out (`--skip-unreadable`): `dog/scraped.jpg`"
+        in (tmp_path / "run" / "report.md").read_text()
+    )

@@ -98,3 +98,35 @@ def test_truncated_torch_checkpoint_is_corrupt(tiny, tmp_path) -> None:
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(CliprankError, match="corrupt or unreadable"):
         load_model("cliprank-tiny", str(path))
+
+
+class StateHolder(torch.nn.Module):
+    """A module that only holds tensors, scripted into a TorchScript archive like OpenAI's CLIP files."""
+
+    def forward(self) -> int:
+        return 0
+
+
+def torchscript_archive(state: dict[str, torch.Tensor], path) -> None:
+    root = StateHolder()
+    for key, value in state.items():
+        *modules, leaf = key.split(".")
+        holder = root
+        for name in modules:
+            if not hasattr(holder, name):
+                holder.add_module(name, StateHolder())
+            holder = getattr(holder, name)
+        holder.register_buffer(leaf, value.clone())
+    torch.jit.script(root).save(str(path))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, OpenAI's files are not going away
+def test_torchscript_checkpoints_load_only_when_trusted(tiny, tmp_path) -> None:
+    path = tmp_path / "ViT-tiny.pt"
+    torchscript_archive(tiny.model.state_dict(), path)
+    with pytest.raises(CliprankError, match="TorchScript archive .* runs code stored in the file.*--trust-torchscript"):
+        load_model("cliprank-tiny", str(path))
+    loaded = load_model("cliprank-tiny", str(path), trust_torchscript=True)
+    assert loaded.quick_gelu and any("TorchScript" in note for note in loaded.notes)
+    for mine, theirs in zip(loaded.visual.parameters(), tiny.visual.parameters(), strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-3)  # OpenAI's converter keeps their fp16 precision

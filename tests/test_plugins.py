@@ -58,9 +58,19 @@ def plugin(tmp_path, monkeypatch) -> str:
 def test_the_plugin_is_listed_with_the_built_ins(plugin, capsys, monkeypatch) -> None:
     assert plugin in methods() and "tome" in methods()
     monkeypatch.setenv("COLUMNS", "400")  # a table wide enough that no cell wraps
-    assert run_cli(["methods"]) == 0
-    listing = capsys.readouterr().out
-    assert plugin in listing and "my_pruning" in listing
+    for argv in (["methods"], ["methods", "--load"]):  # read from its source, then from its imported class
+        assert run_cli(argv) == 0
+        listing = capsys.readouterr().out
+        assert plugin in listing and "my_pruning" in listing and "keep=None, block=2" in listing
+        assert "keep the patches with the largest token norm" in listing
+
+
+def test_a_plugin_read_from_its_source_is_what_its_class_declares(plugin) -> None:
+    """`cliprank methods` reads a plug-in without importing it; what it reads agrees with the class."""
+    from cliprank.methods.catalog import describe, listing
+
+    read = listing()[plugin]
+    assert read == describe(methods()[plugin], source=read.source)
 
 
 def test_the_plugin_is_evaluated_next_to_the_built_ins_at_the_same_budget(plugin, tmp_path) -> None:
@@ -114,8 +124,12 @@ def test_a_broken_plugin_is_one_line_naming_it(tmp_path, monkeypatch, capsys) ->
         tmp_path, "broken_plugin", "raise ImportError('needs a package that is missing')\n", "bad = broken_plugin:X"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "400")
     try:
-        assert run_cli(["methods"]) == 2
+        assert run_cli(["methods"]) == 0  # listed from its metadata, not imported: nothing it states is read
+        listing = capsys.readouterr().out
+        assert "bad " in listing and "broken_plugin:X" in listing and "--load" in listing
+        assert run_cli(["methods", "--load"]) == 2
     finally:
         sys.modules.pop("broken_plugin", None)
     err = capsys.readouterr().err

@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cliprank.cli import _register_commands, main
+from cliprank.cli import _register_commands
 from cliprank.commands import app
 from cliprank.cost.analytic import Schedule
 from cliprank.engine import ReducedVisual
@@ -142,37 +142,6 @@ def test_profile_on_a_dataset_says_what_it_measured(tmp_path):
     assert "faces (test)" in ats_notes and "noise" not in ats_notes
     markdown = (out / "profile.md").read_text()
     assert "faces (test)" in markdown and "noise" not in markdown
-
-
-def run_main(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["profile", *args])
-    return exit_info.value.code, capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--model", "ViT-Nope", "--pretrained", "none"], "unknown model"),
-        ([*TINY, "--method", "nosuch"], "unknown method"),
-        ([*TINY, "--budget", "1.5"], "out of range"),
-        ([*TINY, "--method", "topk(kep=0.5)"], "unknown parameter"),
-        ([*TINY, "--method", "topk(keep=0.5"], "bracket"),
-        ([*TINY, "--method", "golden"], "rankings"),
-        (["--method", "golden", "--budget", "0.8"], "--dataset"),  # the embedded model ships rankings
-    ],
-)
-def test_bad_input_is_one_line_and_exit_status_2(args, message, capsys):
-    code, err = run_main([*args, *QUICK], capsys)
-    assert code == 2
-    assert message in err
-    assert err.strip().count("\n") == 0 and "Traceback" not in err
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
-def test_cuda_without_a_gpu_is_a_clear_error(capsys):
-    code, err = run_main([*TINY, *QUICK, "--device", "cuda"], capsys)
-    assert code == 2 and "no CUDA GPU" in err
 
 
 def test_the_installed_entry_point_reports_errors_without_a_traceback():

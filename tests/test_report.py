@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -276,7 +280,7 @@ def test_a_crash_while_writing_leaves_the_previous_complete_report(tmp_path, mon
     monkeypatch.undo()
 
     assert (tmp_path / "report.json").read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["report.json"]  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == [".report.json.lock", "report.json"]  # no temporary file left behind
     assert len(ReportWriter(tmp_path, environment()).records) == 1
 
 
@@ -312,3 +316,63 @@ def test_writer_normalises_records_to_what_a_resumed_run_loads(tmp_path):
     assert type(held.acc1) is float and held.throughput == Throughput(**timing)
     reloaded = ReportWriter(tmp_path, environment()).records[0]
     assert json_ready(held.to_dict()) == json_ready(reloaded.to_dict())
+
+
+def test_two_runs_into_one_folder_keep_each_others_records(tmp_path):
+    first, second = ReportWriter(tmp_path, environment()), ReportWriter(tmp_path, environment())
+    first.add(record("digits", "none", None, 0.9))
+    second.add(record("faces", "tome", 0.7, 0.8))  # it started before the first wrote anything
+    first.add(record("digits", "tome", 0.7, 0.85))
+    first.finalize()
+    second.finalize()  # the last to finish writes everything, its own records and the other's
+    stored = {r.key for r in load_report(tmp_path / "report.json").records}
+    assert stored == {r.key for r in [*first.records, *second.records]} and len(stored) == 3
+    assert "## faces" in (tmp_path / "report.md").read_text() and "## digits" in (tmp_path / "report.md").read_text()
+
+
+def test_a_concurrent_run_with_other_settings_is_refused_not_mixed_in(tmp_path):
+    first, second = ReportWriter(tmp_path, environment()), ReportWriter(tmp_path, environment(seed=1))
+    first.add(record("digits", "none", None, 0.9))
+    with pytest.raises(CliprankError, match="seed 0 → 1"):
+        second.add(record("faces", "none", None, 0.8))
+    assert [r.dataset for r in load_report(tmp_path / "report.json").records] == ["digits"]
+
+
+def _add_records(folder: Path, prefix: str, count: int) -> None:
+    writer = ReportWriter(folder, environment())
+    for index in range(count):
+        writer.add(record(f"{prefix}-{index}", "none", None, 0.5))
+
+
+def test_concurrent_processes_writing_one_report_lose_no_record(tmp_path):
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_add_records, args=(tmp_path, name, 8)) for name in ("a", "b", "c")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    assert len(load_report(tmp_path / "report.json").records) == 24
+
+
+def test_later_writes_remove_the_temporaries_of_dead_writers_only(tmp_path):
+    """A kill between write and rename leaves `.NAME.HOST~PID~XXXX.tmp`; the next write into the folder
+    removes it once its writer is gone, and never touches a live writer's file or one that is not cliprank's."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host, day_ago = cliprank.io._HOST, time.time() - 2 * cliprank.io.STALE_AFTER_S
+    names = {
+        f".report.json.{host}~{dead.pid}~abcdefgh.tmp": "removed",  # its writer died
+        f".report.md.{host}~{os.getppid()}~abcdefgh.tmp": "kept",  # its writer is alive
+        ".report.json.elsewhere~123~abcdefgh.tmp": "kept",  # another machine's, recent
+        ".plot.png.elsewhere~123~abcdefgh.tmp": "removed",  # another machine's, two days old
+        ".report.json.a1b2c3d4.tmp": "removed",  # an older cliprank's, two days old
+        ".notes.txt.a1b2c3d4.tmp": "kept",  # not the file being written: not known to be cliprank's
+        ".editor.tmp": "kept",
+    }
+    for name in names:
+        (tmp_path / name).write_text("partial")
+        if name.startswith((".plot", ".report.json.a1", ".notes")):
+            os.utime(tmp_path / name, (day_ago, day_ago))
+    cliprank.io.atomic_write_text(tmp_path / "report.json", "complete")
+    assert {name for name in names if (tmp_path / name).exists()} == {n for n, fate in names.items() if fate == "kept"}

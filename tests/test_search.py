@@ -194,3 +194,45 @@ def test_single_patch_search_is_decided_by_scores_not_ties(shipped_and_real_imag
     assert sum(ties) == 0
     exact, _ = search_batch(copy.deepcopy(model.visual).double(), model.arch, images.double(), settings)
     assert torch.equal(found.ranking, exact.ranking)
+
+
+def test_a_damaged_chunk_is_searched_again_and_what_runs_leave_behind_goes(tmp_path, capsys, monkeypatch) -> None:
+    """A rerun recomputes a damaged chunk (never fails on it), removes a killed write's temporary file, and
+    a run that finds the rankings complete removes the chunks a concurrent search left behind."""
+    import subprocess
+    import sys
+
+    from cli_runner import run_cli
+
+    from cliprank.io import _HOST
+    from cliprank.search.greedy import SearchResult
+
+    monkeypatch.setenv("COLUMNS", "300")
+    out = tmp_path / "digits.rankings"
+    argv = ["search", "--dataset", "digits", "--split", "test", "--limit", "4", "--chunk-size", "2", "--out", str(out)]
+    assert run_cli(argv) == 0
+    reference = Rankings.load(out)
+    out.unlink()
+    store = RankingStore(out, reference.meta)  # a killed run's parts: chunk 0 damaged, chunk 1 written
+    store.parts.mkdir()
+    store.chunk_path(0).write_bytes(b"half a file")
+    rows = slice(2, 4)
+    tensors = [reference.ranking[rows], reference.step_of[rows], reference.trajectory[rows]]
+    store.write_chunk(1, reference.index[rows], reference.image_hash[rows], SearchResult(*tensors))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = store.parts / f".chunk-000000.safetensors.{_HOST}~{dead.pid}~abcdefgh.tmp"
+    stale.write_bytes(b"killed between write and rename")
+    capsys.readouterr()
+    assert run_cli(argv) == 0
+    assert "searched 2 in" in capsys.readouterr().out  # chunk 0 only
+    again = Rankings.load(out)
+    assert torch.equal(again.ranking, reference.ranking) and torch.equal(again.index, reference.index)
+    assert not store.parts.exists()
+
+    store.parts.mkdir()  # a concurrent search wrote a chunk after this one merged
+    store.write_chunk(1, reference.index[rows], reference.image_hash[rows], SearchResult(*tensors))
+    assert run_cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "every ranking was already stored" in printed and "nan" not in printed
+    assert not store.parts.exists()

@@ -13,6 +13,13 @@ from cliprank.commands.options import (
     EMBEDDED_DATASETS,
     PrecisionOption,
     QuickGeluOption,
+    SkipUnreadableOption,
+    TrustTorchScriptOption,
+    check_datasets,
+    check_device_name,
+    check_inputs,
+    check_models,
+    checked_specs,
     progress_bar,
     resource_files,
     set_threads,
@@ -20,7 +27,8 @@ from cliprank.commands.options import (
 )
 from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
-from cliprank.methods.spec import parse_budgets, parse_method_specs
+from cliprank.io import check_output_file
+from cliprank.methods.spec import parse_budgets
 
 
 @app.command("add-tokens")
@@ -34,12 +42,14 @@ def add_tokens_command(
     dataset: str = typer.Option(EMBEDDED_DATASETS, "--dataset", "-d", help="Training datasets, comma-separated."),
     model: str = typer.Option("cliprank-tiny", "--model", "-m"),
     pretrained: str = typer.Option("embedded", "--pretrained", "-p"),
-    count: int = typer.Option(4, help="Number of learnable visual tokens."),
+    count: int = typer.Option(4, min=0, help="Number of learnable visual tokens (0: text context only)."),
     block: int | None = typer.Option(
         None, help="Block where tokens enter (default: the first block the method changes; 0 = input)."
     ),
     placement: str = typer.Option("shallow", help="shallow (one set) or deep (fresh tokens every block)."),
-    text_context: int = typer.Option(0, help="CoOp-style learned text context vectors (needs --objective fewshot)."),
+    text_context: int = typer.Option(
+        0, min=0, help="CoOp-style learned text context vectors (needs --objective fewshot)."
+    ),
     objective: str = typer.Option("distill", help="distill (label-free, match unpruned embeddings) or fewshot."),
     shots: int = typer.Option(16, help="Images per class for --objective fewshot."),
     epochs: int = typer.Option(8),
@@ -55,30 +65,41 @@ def add_tokens_command(
     device: str = typer.Option("cpu"),
     threads: int | None = typer.Option(None, min=1),
     out: Path = typer.Option(Path("runs/predictor.tokens.safetensors"), "--out", "-o"),
+    skip_unreadable: bool = SkipUnreadableOption,
     quick_gelu: bool | None = QuickGeluOption,
+    trust_torchscript: bool = TrustTorchScriptOption,
     precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Train a few tokens (CLIP frozen) that recover the accuracy one pruning setup loses."""
-    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
+    check_models([(model, pretrained)], trust_torchscript)
+    specs = checked_specs(method)
+    if len(specs) != 1:
+        raise CliprankError("add-tokens trains tokens for one method; pass a single --method")
+    budgets = parse_budgets(budget)
+    if len(budgets) != 1:
+        raise CliprankError("add-tokens trains tokens for one budget; pass a single --budget")
+    if count == 0 and text_context == 0:
+        raise CliprankError("add-tokens: --count 0 and no --text-context leave nothing to train; pass --count N")
+    datasets = split_list(dataset)
+    check_datasets(datasets)
+    check_device_name(device)
+    check_inputs(rankings, predictor)
+    check_output_file(out)
+    check_output_file(out.with_name(out.name + ".ckpt"), "--out's training checkpoint")
+    # imported only now: they load torch, and `--help` and bad input must not wait for it
     from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
     from cliprank.tokens.pipeline import TokensJob, run_add_tokens
     from cliprank.tokens.train import TokenTrainSettings
 
     set_threads(threads)
-    specs = parse_method_specs(method)
-    if len(specs) != 1:
-        raise CliprankError("add-tokens trains tokens for one method; pass a single --method")
-    budgets = parse_budgets(budget)
-    if len(budgets) != 1:
-        raise CliprankError("add-tokens trains tokens for one budget; pass a single --budget")
     name, values = specs[0]
     job = TokensJob(
         method=name,
         values=values,
         budget=budgets[0],
-        datasets=split_list(dataset),
+        datasets=datasets,
         out=out,
         count=count,
         block=block,
@@ -92,9 +113,17 @@ def add_tokens_command(
         settings=TokenTrainSettings(
             objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
         ),
+        skip_unreadable=skip_unreadable,
     )
     with Distributed.from_environment(device) as dist:
-        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu, precision=precision)
+        loaded = load_model(
+            model,
+            pretrained,
+            device=dist.device,
+            quick_gelu=quick_gelu,
+            trust_torchscript=trust_torchscript,
+            precision=precision,
+        )
         with progress_bar(dist) as progress:
             path, info = run_add_tokens(loaded, job, progress, dist)
         if not dist.is_main:

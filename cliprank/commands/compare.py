@@ -13,6 +13,7 @@ import typer
 from cliprank.commands import app
 from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
+from cliprank.io import check_output_file
 from cliprank.methods.spec import format_method_spec, parse_method_spec, split_top_level
 from cliprank.report.compare import Tolerances, compare_methods, compare_reports, render_method_pairs, render_summary
 from cliprank.report.schema import load_report
@@ -48,6 +49,8 @@ def compare(
 
     With --methods A,B and one report: test method A against method B on the same images instead.
     """
+    if summary is not None:
+        check_output_file(summary, "--summary")
     if methods is not None:
         text = _compare_methods(base, new, methods)
         _echo(text, summary)

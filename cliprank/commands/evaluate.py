@@ -14,6 +14,13 @@ from cliprank.commands.options import (
     EMBEDDED_DATASETS,
     PrecisionOption,
     QuickGeluOption,
+    SkipUnreadableOption,
+    TrustTorchScriptOption,
+    check_datasets,
+    check_device_name,
+    check_inputs,
+    check_models,
+    checked_specs,
     parse_models,
     progress_bar,
     resource_files,
@@ -21,7 +28,8 @@ from cliprank.commands.options import (
     split_list,
 )
 from cliprank.commands.recipes import RecipeOption
-from cliprank.methods.spec import parse_budgets, parse_method_specs
+from cliprank.io import check_output_dir
+from cliprank.methods.spec import parse_budgets
 from cliprank.report.claims import mean_claims
 from cliprank.report.grouping import by_model, means
 
@@ -65,22 +73,31 @@ def evaluate_command(
         2, min=0, help="Images per dataset in the report's patch maps (what each method keeps); 0: none."
     ),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o", help="Output folder (report.json/.md/.png)."),
+    skip_unreadable: bool = SkipUnreadableOption,
     quick_gelu: bool | None = QuickGeluOption,
+    trust_torchscript: bool = TrustTorchScriptOption,
     precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Zero-shot accuracy of every method × budget × dataset, with GMACs and speed, into a report."""
-    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
+    models = parse_models(model, pretrained)
+    check_models(models, trust_torchscript)
+    methods, budgets = checked_specs(method), parse_budgets(budget)
+    datasets = split_list(dataset or EMBEDDED_DATASETS)
+    check_datasets(datasets)
+    check_device_name(device)
+    check_inputs(rankings, predictor, tokens)
+    check_output_dir(out)
+    # imported only now: they load torch, and `--help` and bad input must not wait for it
     from cliprank.distributed import Distributed
     from cliprank.evaluation.run import EvaluateJob, run_evaluate
     from cliprank.models.loading import load_model
 
-    models = parse_models(model, pretrained)
     set_threads(threads)
     job = EvaluateJob(
-        datasets=split_list(dataset or EMBEDDED_DATASETS),
-        methods=parse_method_specs(method),
-        budgets=parse_budgets(budget),
+        datasets=datasets,
+        methods=methods,
+        budgets=budgets,
         out=out,
         split=split,
         limit=limit,
@@ -93,11 +110,19 @@ def evaluate_command(
         measure_speed=speed,
         count_flops=flops,
         patch_maps=patch_maps,
+        skip_unreadable=skip_unreadable,
     )
     with Distributed.from_environment(device) as dist:
         with progress_bar(dist) as progress:
             for name, weights in models:
-                loaded = load_model(name, weights, device=dist.device, quick_gelu=quick_gelu, precision=precision)
+                loaded = load_model(
+                    name,
+                    weights,
+                    device=dist.device,
+                    quick_gelu=quick_gelu,
+                    trust_torchscript=trust_torchscript,
+                    precision=precision,
+                )
                 writer = run_evaluate(loaded, job, progress, dist)
         if dist.is_main:
             show_summary(writer)

@@ -1,7 +1,12 @@
-"""`cliprank models` and `cliprank methods`: what can be loaded and what can prune it."""
+"""`cliprank models`, `cliprank methods` and `cliprank datasets`: what can be loaded, what can prune it, on what.
+
+All three answer from catalogs that import neither torch nor open_clip (`cliprank.models.catalog`,
+`cliprank.methods.catalog`, `cliprank.data.registry`), so they list in a fraction of a second.
+"""
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -9,38 +14,51 @@ from cliprank.commands import app
 
 
 @app.command("methods")
-def list_methods() -> None:
+def list_methods(
+    load: bool = typer.Option(
+        False, "--load", help="Import installed plug-ins (and torch) to list what their classes declare."
+    ),
+) -> None:
     """List the token-reduction methods — built in, or installed by other packages — their knobs and papers."""
-    from cliprank.methods.registry import methods  # imports torch: only for this command, never for --help
+    from cliprank.methods.catalog import UNREAD, UNREAD_PARAMS, listing
 
+    if load:
+        from cliprank.methods.registry import described  # imports torch and every plug-in
+
+        infos = described()
+    else:
+        infos = list(listing().values())
     table = Table("method", "knob", "parameters", "what it does", "paper", "parity test against", "from")
-    for name, cls in methods().items():
-        params = ", ".join(f"{p.name}={p.default}" for p in cls.params)
-        source = "cliprank" if cls.__module__.startswith("cliprank.") else cls.__module__
-        table.add_row(name, cls.knob or "-", params or "-", cls.summary, cls.paper, cls.reference or "-", source)
-    Console().print(table)
+    for info in infos:
+        params = ", ".join(f"{name}={default}" if name != UNREAD else UNREAD for name, default in info.params)
+        table.add_row(
+            info.name, info.knob or "-", params or "-", info.summary, info.paper, info.reference or "-", info.source
+        )
+    console = Console()
+    console.print(table)
+    if any(
+        UNREAD in (info.knob, info.summary, info.paper, info.reference) or info.params == UNREAD_PARAMS
+        for info in infos
+    ):
+        console.print(f"{UNREAD}: not stated literally in the plug-in's source; `cliprank methods --load` imports it")
 
 
 @app.command("models")
 def list_models() -> None:
     """List the open_clip models cliprank can prune (ViT towers, open_clip or timm) and their tags, then the rest."""
-    import open_clip  # open_clip and torch load here, for this command only: --help must not wait for them
-    from rich.progress import track
+    from cliprank.models import embedded
+    from cliprank.models.catalog import configs, refusal, tags
 
-    from cliprank.models.loading import known_models, vision_refusal
-
-    console = Console()
-    names = known_models()
-    checking = track(names, description="checking vision towers", console=console, transient=True)
-    refusals = {name: vision_refusal(name) for name in checking}
+    refusals = {name: refusal(config) for name, config in configs().items()}
     table = Table("model", "pretrained tags", title=f"{sum(r is None for r in refusals.values())} supported")
     refused = Table("model", "why not", title=f"{sum(r is not None for r in refusals.values())} not supported")
     for name, reason in refusals.items():
         if reason:
             refused.add_row(name, reason)
             continue
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        table.add_row(name, ", ".join(tags) if tags else ("embedded" if name == "cliprank-tiny" else "-"))
+        known = tags(name)
+        table.add_row(name, ", ".join(known) if known else (embedded.TAG if name == embedded.MODEL_NAME else "-"))
+    console = Console()
     console.print(table)
     console.print(refused)
 
@@ -48,7 +66,7 @@ def list_models() -> None:
 @app.command("datasets")
 def list_datasets() -> None:
     """List the dataset names `--dataset` accepts (embedded, CLIP_benchmark, imagefolder:PATH)."""
-    from cliprank.data import catalog  # imports torch: only for this command, never for --help
+    from cliprank.data.registry import catalog
 
     table = Table("dataset", "what it is")
     for name, description in catalog().items():

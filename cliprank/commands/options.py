@@ -1,10 +1,14 @@
-"""What the commands share: option parsing (models, lists, resource files), threads, the progress display.
+"""What the commands share: option parsing (models, lists, resource files), threads, the progress display,
+and the checks of what was typed that run before any work.
 
-Nothing here imports torch at import time: `cliprank --help` and bad options answer at once.
+Nothing here imports torch at import time: `cliprank --help` and bad options answer at once. Each
+command checks its arguments with the `check_*` helpers first — models, weights, method specs, budgets,
+datasets, device, the files it reads and the outputs it writes — and only then imports torch.
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +26,9 @@ from rich.progress import (
 )
 
 from cliprank.errors import CliprankError
+from cliprank.methods.catalog import check_specs
+from cliprank.methods.spec import MethodSpec, parse_method_specs
+from cliprank.models import catalog
 from cliprank.precision import DEFAULTS, PRECISIONS
 
 if TYPE_CHECKING:
@@ -35,6 +42,25 @@ QuickGeluOption = typer.Option(
     "--quick-gelu/--no-quick-gelu",
     help="Force QuickGELU on or off (default: decided from the weights; OpenAI weights need it).",
 )
+TrustTorchScriptOption = typer.Option(
+    False,
+    "--trust-torchscript",
+    help="Load a TorchScript checkpoint (OpenAI's original .pt files). Loading one runs code stored in the file: "
+    "only for files from a source you trust.",
+)
+SkipUnreadableOption = typer.Option(
+    False,
+    "--skip-unreadable",
+    help="Leave out image files that cannot be decoded (named in the report) instead of stopping at the first one.",
+)
+DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def check_precision_name(value: str | None) -> str | None:
+    """An unknown --precision is refused at once, before torch loads (whether the device runs it is checked later)."""
+    if value is not None and value not in PRECISIONS:
+        raise CliprankError(f"unknown precision '{value}'; use one of {', '.join(PRECISIONS)}")
+    return value
 
 
 PrecisionOption = typer.Option(
@@ -42,6 +68,7 @@ PrecisionOption = typer.Option(
     "--precision",
     help=f"Numeric precision, open_clip's names: {', '.join(PRECISIONS)} "
     f"(default: {DEFAULTS['cuda']} on cuda, {DEFAULTS['cpu']} on cpu).",
+    callback=check_precision_name,
 )
 
 
@@ -58,6 +85,49 @@ def parse_models(models: str, pretrained: str) -> list[tuple[str, str]]:
     if len(tags) != len(names):
         raise CliprankError(f"{len(names)} models but {len(tags)} --pretrained values; give one, or one per model")
     return list(zip(names, tags))
+
+
+def check_models(models: list[tuple[str, str]], trust_torchscript: bool = False) -> None:
+    """Model names and their weights (tags, checkpoint files, TorchScript trust), before anything loads."""
+    for name, weights in models:
+        catalog.check_model(name)
+        catalog.check_pretrained(name, weights, trust_torchscript)
+
+
+def checked_specs(text: str) -> list[MethodSpec]:
+    """Method specs parsed, with method names and built-in knobs checked (values need the model's tower)."""
+    specs = parse_method_specs(text)
+    check_specs(specs)
+    return specs
+
+
+def check_datasets(names: list[str]) -> None:
+    from cliprank.data.registry import check_dataset_name  # numpy and Pillow: not for --help
+
+    if not names:
+        raise CliprankError("no dataset given; pass --dataset NAME (see `cliprank datasets`)")
+    for name in names:
+        check_dataset_name(name)
+
+
+def check_device_name(device: str) -> None:
+    """A device torch may use: cpu, cuda or cuda:N (whether a GPU is there is checked once torch is loaded)."""
+    if not DEVICE.match(device):
+        raise CliprankError(f"device '{device}' is not supported; use cpu, cuda or cuda:N")
+
+
+def check_inputs(
+    rankings: list[Path] | None = None,
+    predictor: Path | None = None,
+    tokens: Path | None = None,
+    images: list[Path] | None = None,
+) -> None:
+    """Files and folders the user named to read exist (their contents are checked when loaded)."""
+    given = {"--rankings": rankings or [], "--predictor": [predictor], "--tokens": [tokens], "--image": images or []}
+    for option, paths in given.items():
+        for path in paths:
+            if path is not None and not Path(path).expanduser().exists():
+                raise CliprankError(f"{option} {path} not found; pass an existing file or folder")
 
 
 def resource_files(

@@ -10,9 +10,22 @@ from rich.console import Console
 from rich.table import Table
 
 from cliprank.commands import app
-from cliprank.commands.options import PrecisionOption, QuickGeluOption, resource_files, status_line
+from cliprank.commands.options import (
+    PrecisionOption,
+    QuickGeluOption,
+    SkipUnreadableOption,
+    TrustTorchScriptOption,
+    check_datasets,
+    check_device_name,
+    check_inputs,
+    check_models,
+    checked_specs,
+    resource_files,
+    status_line,
+)
 from cliprank.commands.recipes import RecipeOption
-from cliprank.methods.spec import parse_budgets, parse_method_specs
+from cliprank.io import check_output_dir
+from cliprank.methods.spec import parse_budgets
 
 if TYPE_CHECKING:
     from cliprank.report.profile import ProfileResult
@@ -87,19 +100,29 @@ def profile(
     predictor: Annotated[Path | None, typer.Option("--predictor", help="Trained predictor for predictor.")] = None,
     tokens: Annotated[Path | None, typer.Option("--tokens", help="Learned tokens for METHOD+tokens.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Directory for profile.json and profile.md.")] = None,
+    skip_unreadable: bool = SkipUnreadableOption,
     quick_gelu: bool | None = QuickGeluOption,
+    trust_torchscript: bool = TrustTorchScriptOption,
     precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Profile pruning settings: GMACs analytic vs counted (fvcore), executed schedule, params, speed, memory."""
-    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
+    check_models([(model, pretrained)], trust_torchscript)
+    methods = checked_specs(method)
+    if dataset is not None:
+        check_datasets([dataset])
+    check_device_name(device)
+    check_inputs(rankings, predictor, tokens)
+    if out is not None:
+        check_output_dir(out)
+    # imported only now: they load torch, and `--help` and bad input must not wait for it
     from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
     from cliprank.profiling import ProfileJob, run_profile
     from cliprank.report.profile import write_profile
 
     job = ProfileJob(
-        methods=tuple(parse_method_specs(method)),
+        methods=tuple(methods),
         budgets=tuple(parse_budgets(budget)),
         batch_size=batch_size,
         threads=threads,
@@ -111,11 +134,18 @@ def profile(
         split=split,
         dataset_root=dataset_root,
         files=resource_files(rankings, predictor, tokens),
+        skip_unreadable=skip_unreadable,
     )
     with Distributed.from_environment(device) as dist, status_line() as progress:
         loading = progress.add_task(f"loading {model} ({pretrained})")
         loaded = load_model(
-            model, pretrained, device=dist.device, seed=seed, quick_gelu=quick_gelu, precision=precision
+            model,
+            pretrained,
+            device=dist.device,
+            seed=seed,
+            quick_gelu=quick_gelu,
+            trust_torchscript=trust_torchscript,
+            precision=precision,
         )
         progress.remove_task(loading)
         result = run_profile(loaded, job, progress, dist)

@@ -4,7 +4,9 @@ The recipes cliprank ships live in `cliprank/recipes/` (package data), so `--rec
 folder once cliprank is installed.
 
 A recipe's keys are the command's option names (dashes or underscores). Unknown keys are errors
-that list the valid ones, so a typo never silently falls back to a default. Loaded with
+that list the valid ones, so a typo never silently falls back to a default, and every value is
+checked against its option's type here, so a bad one is blamed on the recipe's key, not on an option
+the user never typed. Loaded with
 `yaml.safe_load` and applied through click's `default_map`, so precedence is exactly:
 command line > recipe > built-in default.
 """
@@ -39,7 +41,18 @@ def resolve_recipe(value: str) -> Path:
     )
 
 
-def load_recipe(path: Path, command: Any) -> dict[str, Any]:
+def _check_value(param: Any, value: Any, ctx: Any, path: Path, key: Any) -> None:
+    """Convert `value` as the option would; a value it refuses is one line naming the recipe and key."""
+    try:
+        param.process_value(ctx, value)
+    except Exception as err:  # click's BadParameter (Typer may vendor its own click): one line, not a usage box
+        if not hasattr(err, "format_message"):
+            raise
+        problem = getattr(err, "message", None) or err.format_message()  # without "Invalid value for '--key'"
+        raise CliprankError(f"recipe {path}: '{key}: {value}' is invalid ({problem}); fix the file") from err
+
+
+def load_recipe(path: Path, command: Any, ctx: Any = None) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -60,6 +73,7 @@ def load_recipe(path: Path, command: Any) -> dict[str, Any]:
             value = [value]
         if isinstance(value, list) and not getattr(param, "multiple", False):
             value = ",".join(str(v) for v in value)
+        _check_value(param, value, ctx or command.context_class(command), path, key)
         values[name] = value
     return values
 
@@ -69,7 +83,7 @@ def apply_recipe(ctx: typer.Context, param: typer.CallbackParam, value: str | No
     if value is None or ctx.resilient_parsing:
         return value
     path = resolve_recipe(value)
-    ctx.default_map = {**(ctx.default_map or {}), **load_recipe(path, ctx.command)}
+    ctx.default_map = {**(ctx.default_map or {}), **load_recipe(path, ctx.command, ctx)}
     return str(path)
 
 

@@ -8,8 +8,19 @@ import typer
 from rich.console import Console
 
 from cliprank.commands import app
-from cliprank.commands.options import PrecisionOption, QuickGeluOption, progress_bar, set_threads
+from cliprank.commands.options import (
+    PrecisionOption,
+    QuickGeluOption,
+    SkipUnreadableOption,
+    TrustTorchScriptOption,
+    check_datasets,
+    check_device_name,
+    check_models,
+    progress_bar,
+    set_threads,
+)
 from cliprank.commands.recipes import RecipeOption
+from cliprank.io import check_output_file
 
 
 @app.command("search")
@@ -34,12 +45,19 @@ def search_command(
     device: str = typer.Option("cpu"),
     threads: int | None = typer.Option(None, min=1),
     out: Path | None = typer.Option(None, "--out", "-o", help="Rankings file (default runs/rankings/...)."),
+    skip_unreadable: bool = SkipUnreadableOption,
     quick_gelu: bool | None = QuickGeluOption,
+    trust_torchscript: bool = TrustTorchScriptOption,
     precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Find each image's golden ranking of patch tokens at the pruning block."""
-    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
+    check_models([(model, pretrained)], trust_torchscript)
+    check_datasets([dataset])
+    check_device_name(device)
+    if out is not None:  # the default one is checked once the model and data name it
+        check_output_file(out)
+    # imported only now: they load torch, and `--help` and bad input must not wait for it
     from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
     from cliprank.search.greedy import SearchSettings
@@ -58,9 +76,17 @@ def search_command(
         out=out,
         chunk_size=chunk_size,
         max_batch_tokens=max_batch_tokens,
+        skip_unreadable=skip_unreadable,
     )
     with Distributed.from_environment(device) as dist:
-        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu, precision=precision)
+        loaded = load_model(
+            model,
+            pretrained,
+            device=dist.device,
+            quick_gelu=quick_gelu,
+            trust_torchscript=trust_torchscript,
+            precision=precision,
+        )
         with progress_bar(dist) as progress:
             outcome = run_search(loaded, job, progress, dist)
         if not dist.is_main:
@@ -69,7 +95,9 @@ def search_command(
         shared = (
             f"{dist.world_size} processes searched {outcome.searched} now; rank 0" if dist.enabled else "this process"
         )
-    Console().print(
-        f"rankings: {outcome.path} ({outcome.images} images; {shared} searched {stats.images} "
-        f"in {stats.seconds:.1f} s, {stats.images_per_hour:.0f} images/hour)"
-    )
+    searched = f"{shared} searched {stats.images}"
+    if stats.images:
+        searched += f" in {stats.seconds:.1f} s, {stats.images_per_hour:.0f} images/hour"
+    else:
+        searched += ": every ranking was already stored"
+    Console().print(f"rankings: {outcome.path} ({outcome.images} images; {searched})")

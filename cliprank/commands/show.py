@@ -8,10 +8,24 @@ import typer
 from rich.console import Console
 
 from cliprank.commands import app
-from cliprank.commands.options import PrecisionOption, QuickGeluOption, parse_models, resource_files, set_threads
+from cliprank.commands.options import (
+    PrecisionOption,
+    QuickGeluOption,
+    SkipUnreadableOption,
+    TrustTorchScriptOption,
+    check_datasets,
+    check_device_name,
+    check_inputs,
+    check_models,
+    checked_specs,
+    parse_models,
+    resource_files,
+    set_threads,
+)
 from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
-from cliprank.methods.spec import parse_budgets, parse_method_specs
+from cliprank.io import check_output_file
+from cliprank.methods.spec import parse_budgets
 
 
 def parse_indices(text: str | None) -> list[int]:
@@ -44,27 +58,35 @@ def show_command(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     threads: int | None = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
     out: Path = typer.Option(Path("runs/show/patch_maps.png"), "--out", "-o", help="PNG file to write."),
+    skip_unreadable: bool = SkipUnreadableOption,
     quick_gelu: bool | None = QuickGeluOption,
+    trust_torchscript: bool = TrustTorchScriptOption,
     precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Draw what every method keeps of chosen images at one budget: dropped patches greyed out, ToMe's
     merged groups one colour each, EViT's fused token striped, beside the golden ranking and the
     predictor's scores. Example: cliprank show -d digits -i 3,17 -b 0.6"""
-    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
-    from cliprank.distributed import check_device
-    from cliprank.models.loading import load_model
-    from cliprank.show import ShowJob, run_show
-
     budgets = parse_budgets(budget)
     if len(budgets) != 1:
         raise CliprankError(f"show draws one budget at a time, not {len(budgets)}; pass e.g. --budget 0.7")
     models = parse_models(model, pretrained)
     if len(models) != 1:
         raise CliprankError("show draws one model at a time; pass one --model")
+    check_models(models, trust_torchscript)
+    methods = checked_specs(method)
+    check_datasets([dataset])
+    check_device_name(device)
+    check_inputs(rankings, predictor, tokens, image)
+    check_output_file(out)
+    # imported only now: they load torch, and `--help` and bad input must not wait for it
+    from cliprank.distributed import check_device
+    from cliprank.models.loading import load_model
+    from cliprank.show import ShowJob, run_show
+
     job = ShowJob(
         dataset=dataset,
-        methods=parse_method_specs(method),
+        methods=methods,
         budget=budgets[0],
         out=out,
         indices=parse_indices(index),
@@ -72,9 +94,17 @@ def show_command(
         split=split,
         dataset_root=dataset_root,
         files=resource_files(rankings, predictor, tokens),
+        skip_unreadable=skip_unreadable,
     )
     set_threads(threads)
     check_device(device)
-    loaded = load_model(models[0][0], models[0][1], device=device, quick_gelu=quick_gelu, precision=precision)
+    loaded = load_model(
+        models[0][0],
+        models[0][1],
+        device=device,
+        quick_gelu=quick_gelu,
+        trust_torchscript=trust_torchscript,
+        precision=precision,
+    )
     path = run_show(loaded, job)
     Console(soft_wrap=True).print(f"patch maps: {path}")

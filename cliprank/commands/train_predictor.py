@@ -13,11 +13,18 @@ from cliprank.commands.options import (
     EMBEDDED_DATASETS,
     PrecisionOption,
     QuickGeluOption,
+    SkipUnreadableOption,
+    TrustTorchScriptOption,
+    check_datasets,
+    check_device_name,
+    check_inputs,
+    check_models,
     progress_bar,
     set_threads,
     split_list,
 )
 from cliprank.commands.recipes import RecipeOption
+from cliprank.io import check_output_file
 
 
 @app.command("train-predictor")
@@ -52,12 +59,21 @@ def train_predictor_command(
     device: str = typer.Option("cpu"),
     threads: int | None = typer.Option(None, min=1),
     out: Path = typer.Option(Path("runs/predictor.safetensors"), "--out", "-o"),
+    skip_unreadable: bool = SkipUnreadableOption,
     quick_gelu: bool | None = QuickGeluOption,
+    trust_torchscript: bool = TrustTorchScriptOption,
     precision: str | None = PrecisionOption,
     recipe: str | None = RecipeOption,
 ) -> None:
     """Train the ranking predictor on golden rankings; validates each epoch, keeps the best, resumes."""
-    # imported here, not above: they load torch, and `cliprank --help` must not wait for it
+    check_models([(model, pretrained)], trust_torchscript)
+    datasets = split_list(dataset)
+    check_datasets(datasets)
+    check_device_name(device)
+    check_inputs(rankings)
+    check_output_file(out)
+    check_output_file(out.with_name(out.name + ".ckpt"), "--out's training checkpoint")
+    # imported only now: they load torch, and `--help` and bad input must not wait for it
     from cliprank.distributed import Distributed
     from cliprank.models.loading import load_model
     from cliprank.predictor.pipeline import PredictorJob, run_train_predictor
@@ -79,7 +95,7 @@ def train_predictor_command(
     )
     settings.validate()
     job = PredictorJob(
-        datasets=split_list(dataset),
+        datasets=datasets,
         rankings=list(rankings),
         out=out,
         train_split=train_split,
@@ -87,9 +103,17 @@ def train_predictor_command(
         limit=limit,
         dataset_root=dataset_root,
         settings=settings,
+        skip_unreadable=skip_unreadable,
     )
     with Distributed.from_environment(device) as dist:
-        loaded = load_model(model, pretrained, device=dist.device, quick_gelu=quick_gelu, precision=precision)
+        loaded = load_model(
+            model,
+            pretrained,
+            device=dist.device,
+            quick_gelu=quick_gelu,
+            trust_torchscript=trust_torchscript,
+            precision=precision,
+        )
         with progress_bar(dist) as progress:
             path, info = run_train_predictor(loaded, job, progress, dist)
         if not dist.is_main:

@@ -5,6 +5,13 @@ class-balanced subset or a fingerprint never has to decode an image). `ZeroShotD
 rest of cliprank consumes: the chosen positions of a source plus class names, templates and a content
 fingerprint. Positions always refer to the full source, because rankings and seeded methods key on
 them and must mean the same image whether or not `limit` was used.
+
+An image file that cannot be decoded stops the run with one line naming it. Opting in to skip such
+files (`without_unreadable`) decodes every file once up front, so positions and the fingerprint are
+those of the readable files — the same on every run over the same files — and the skipped ones are
+named in the fingerprint and in the report.
+
+Nothing here imports torch: the command line checks dataset names before loading it.
 """
 
 from __future__ import annotations
@@ -18,10 +25,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cliprank.data.metadata import format_prompt
+from cliprank.errors import CliprankError
+from cliprank.io import reason
+
+# What Pillow raises for a file that is not an image it can decode (empty, truncated, another format)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+SKIP_HINT = "pass --skip-unreadable to leave unreadable images out (they are listed in the report)"
 
 Transform = Callable[[Image.Image], Any]
 
@@ -30,6 +42,7 @@ class ImageSource(Protocol):
     """A full split: `labels[i]` is the class of `image(i)`."""
 
     labels: np.ndarray
+    skipped: tuple[str, ...]  # files left out as unreadable (`FileImages.without_unreadable`)
 
     def __len__(self) -> int: ...
 
@@ -44,6 +57,7 @@ class ArrayImages:
 
     images: np.ndarray
     labels: np.ndarray
+    skipped: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -66,6 +80,7 @@ class FileImages:
     root: Path
     files: tuple[str, ...]
     labels: np.ndarray
+    skipped: tuple[str, ...] = ()  # unreadable files left out, relative to root
 
     @classmethod
     def from_pairs(cls, root: Path, pairs: list[tuple[str | os.PathLike, int]]) -> FileImages:
@@ -83,20 +98,59 @@ class FileImages:
         return len(self.files)
 
     def image(self, index: int) -> Image.Image:
-        with Image.open(self.root / self.files[index]) as image:
-            return image.convert("RGB")
+        path = self.root / self.files[index]
+        try:
+            return _decode(path)
+        except DECODE_ERRORS as err:
+            raise CliprankError(
+                f"image {path} cannot be read ({_decode_reason(err)}); fix or delete it, or {SKIP_HINT}"
+            ) from err
+
+    def without_unreadable(self) -> FileImages:
+        """The same source without the files Pillow cannot decode (each decoded once to find out)."""
+        readable, skipped = [], []
+        for position, name in enumerate(self.files):
+            try:
+                _decode(self.root / name)
+            except DECODE_ERRORS:
+                skipped.append(name)
+                continue
+            readable.append(position)
+        if not skipped:
+            return self
+        if not readable:
+            raise CliprankError(f"none of the {len(self.files)} images under {self.root} can be read; check the files")
+        files = tuple(self.files[p] for p in readable)
+        return FileImages(self.root, files, self.labels[readable], (*self.skipped, *skipped))
 
     def fingerprint(self) -> str:
-        """sha256 of (relative path, size, label) per item: cheap on 100k files, blind to same-size edits."""
+        """sha256 of (relative path, size, label) per item, and the names of skipped files: cheap on 100k
+        files, blind to same-size edits."""
         digest = hashlib.sha256(b"files\n")
         for name, label in zip(self.files, self.labels.tolist(), strict=True):
             size = (self.root / name).stat().st_size
             digest.update(f"{name}\t{size}\t{label}\n".encode())
+        for name in self.skipped:
+            digest.update(f"skipped\t{name}\n".encode())
         return digest.hexdigest()
 
 
-class IndexedImages(torch.utils.data.Dataset):
-    """Items `(image, label, index)` for the chosen positions of a source; `index` is the full-split one."""
+def _decode(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")  # decodes every pixel: a truncated file fails here, not later
+
+
+def _decode_reason(err: BaseException) -> str:
+    if isinstance(err, Image.UnidentifiedImageError):  # its text repeats the path
+        return "not an image file Pillow can decode"
+    return reason(err)
+
+
+class IndexedImages:
+    """Items `(image, label, index)` for the chosen positions of a source; `index` is the full-split one.
+
+    A map-style dataset as torch's DataLoader reads it (`len` and indexing), without importing torch.
+    """
 
     def __init__(self, source: ImageSource, indices: np.ndarray, transform: Transform | None = None):
         self.source = source
@@ -160,11 +214,12 @@ class ZeroShotDataset:
     split: str
     classnames: list[str]
     templates: list[str]
-    dataset: torch.utils.data.Dataset
+    dataset: Any  # a map-style dataset of (image, label, index): IndexedImages, or preloaded tensors
     fingerprint: str
     description: str
     prompt_source: str = ""
     limit: int | None = None
+    skipped: tuple[str, ...] = ()  # unreadable files left out (`--skip-unreadable`), relative to the root
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -214,4 +269,5 @@ def assemble(
         description=parts.description,
         prompt_source=parts.prompt_source,
         limit=limit,
+        skipped=tuple(parts.source.skipped),
     )

@@ -3,18 +3,21 @@
 Names are the embedded sets (`digits`, `textiles`, `faces`), CLIP_benchmark's names (`torchvision_sets`)
 and the prefix form `imagefolder:PATH`, in the manner of open_clip's `hf-hub:` prefixes. Each name maps
 to a small builder; `load_dataset` adds what is common to all: the subset for `limit`, the transform,
-the fingerprint.
+the fingerprint, leaving unreadable image files out when asked.
+
+Names are checked (`check_dataset_name`) and listed without importing torch or torchvision.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from cliprank.data import imagefolder, torchvision_sets
 from cliprank.data.embedded import dataset as embedded
 from cliprank.data.embedded.compose import EMBEDDED
-from cliprank.data.items import DatasetParts, Transform, ZeroShotDataset, assemble
+from cliprank.data.items import DatasetParts, FileImages, Transform, ZeroShotDataset, assemble
 from cliprank.errors import CliprankError
 
 Builder = Callable[[str, Path, bool], DatasetParts]  # (split, dataset root, download) -> parts
@@ -53,14 +56,20 @@ def catalog() -> dict[str, str]:
     return lines
 
 
+def check_dataset_name(name: str) -> None:
+    """Refuse a name no builder or prefix accepts (the data itself is only looked at when loaded)."""
+    if any(name.strip().startswith(prefix) for prefix in PREFIXES) or name.strip().lower() in BUILDERS:
+        return
+    choices = ", ".join([*list_datasets(), f"{imagefolder.PREFIX}PATH"])
+    raise CliprankError(f"unknown dataset '{name}'; use one of: {choices}")
+
+
 def _parts(name: str, split: str, root: Path | None, download: bool) -> tuple[str, DatasetParts]:
     for prefix, build in PREFIXES.items():
         if name.startswith(prefix):
             return build(name[len(prefix) :], split)
+    check_dataset_name(name)
     canonical = name.lower()
-    if canonical not in BUILDERS:
-        choices = ", ".join([*list_datasets(), f"{imagefolder.PREFIX}PATH"])
-        raise CliprankError(f"unknown dataset '{name}'; use one of: {choices}")
     root = (Path(root).expanduser() if root is not None else default_root()).resolve()
     return canonical, BUILDERS[canonical](split, root, download)
 
@@ -72,6 +81,7 @@ def load_dataset(
     transform: Transform | None = None,
     limit: int | None = None,
     download: bool = False,
+    skip_unreadable: bool = False,
 ) -> ZeroShotDataset:
     """The dataset `name` (see `catalog()`), split `split`, ready to iterate as (image, label, index).
 
@@ -79,10 +89,17 @@ def load_dataset(
     `download` lets torchvision fetch a missing one. `limit` keeps a deterministic class-balanced
     subset of that many images, still indexed by their position in the full split. `transform` maps
     the RGB PIL image (e.g. open_clip's preprocess); without it items hold the PIL image.
+    `skip_unreadable` decodes every image file once and leaves out those that fail (named in the
+    dataset's `skipped` and fingerprint); without it, the first unreadable image stops the run.
     """
     if limit is not None and limit < 1:
         raise CliprankError(f"limit must be a positive number of images, not {limit}")
     canonical, parts = _parts(name.strip(), split, root, download)
+    if skip_unreadable and isinstance(parts.source, FileImages):
+        source = parts.source.without_unreadable()
+        if source.skipped:
+            description = f"{parts.description}; {len(source.skipped)} unreadable image files skipped"
+            parts = dataclasses.replace(parts, source=source, description=description)
     try:
         return assemble(canonical, split, parts, transform, limit)
     except FileNotFoundError as err:

@@ -19,15 +19,24 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
-import torchvision.datasets as tvd
 
 from cliprank.data import metadata
 from cliprank.data.imagefolder import scan_class_folders
 from cliprank.data.items import ArrayImages, DatasetParts, FileImages, ImageSource
 from cliprank.errors import CliprankError
+from cliprank.io import reason
+
+
+def tvd() -> ModuleType:
+    """torchvision's datasets, imported on first use: it loads torch, and the names are listed without it."""
+    import torchvision.datasets
+
+    return torchvision.datasets
+
 
 Opener = Callable[[Path, str | None, bool], tuple[ImageSource, list[str] | None]]  # (root, split, download)
 
@@ -69,7 +78,7 @@ def _caltech101(root: Path, split: str | None, download: bool) -> tuple[ImageSou
     """All 102 folders, BACKGROUND_Google included, as CLIP_benchmark does (torchvision drops it)."""
     folder = root / "caltech101" / "101_ObjectCategories"
     if download and not folder.is_dir():
-        tvd.Caltech101(str(root), download=True)
+        tvd().Caltech101(str(root), download=True)
     if not folder.is_dir():
         raise FileNotFoundError(folder)
     classes, source = scan_class_folders(folder, root)
@@ -81,7 +90,7 @@ def _imagenet(root: Path, split: str | None, download: bool) -> tuple[ImageSourc
     candidates = [root / split, root / "imagenet" / split]
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is None and (root / "ILSVRC2012_devkit_t12.tar.gz").is_file():
-        tvd.ImageNet(str(root), split=split)  # parses the devkit and unpacks ILSVRC2012_img_<split>.tar
+        tvd().ImageNet(str(root), split=split)  # parses the devkit and unpacks ILSVRC2012_img_<split>.tar
         folder = root / split
     if folder is None:
         raise FileNotFoundError(candidates[0])
@@ -125,15 +134,16 @@ class BenchmarkSet:
     downloadable: bool = True
 
 
-def _split_kw(factory: Callable[..., Any]) -> Opener:
+def _split_kw(kind: str) -> Opener:
     """For torchvision classes taking `split=`."""
-    return _torchvision(lambda root, split, download: factory(root, split=split, download=download))
+    return _torchvision(lambda root, split, download: getattr(tvd(), kind)(root, split=split, download=download))
 
 
-def _train_flag(factory: Callable[..., Any]) -> Opener:
+def _train_flag(kind: str) -> Opener:
     """For in-memory torchvision classes taking `train=True/False`."""
     return _torchvision(
-        lambda root, split, download: factory(root, train=split == "train", download=download), _array_items
+        lambda root, split, download: getattr(tvd(), kind)(root, train=split == "train", download=download),
+        _array_items,
     )
 
 
@@ -150,21 +160,21 @@ TABLE: dict[str, BenchmarkSet] = {
         "oxford-iiit-pet/{images,annotations}",
         "https://www.robots.ox.ac.uk/~vgg/data/pets/",
         {"test": "test", "train": "trainval"},
-        _split_kw(tvd.OxfordIIITPet),
+        _split_kw("OxfordIIITPet"),
     ),
     "flowers": BenchmarkSet(
         "Oxford Flowers-102",
         "flowers-102/{jpg,imagelabels.mat,setid.mat}",
         "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
         {"test": "test", "train": "train", "val": "val"},
-        _split_kw(tvd.Flowers102),
+        _split_kw("Flowers102"),
     ),
     "food101": BenchmarkSet(
         "Food-101",
         "food-101/{images,meta}",
         "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
         {"test": "test", "train": "train"},
-        _split_kw(tvd.Food101),
+        _split_kw("Food101"),
         clean=lambda name: name.replace("_", " "),
     ),
     "fgvc_aircraft": BenchmarkSet(
@@ -172,14 +182,14 @@ TABLE: dict[str, BenchmarkSet] = {
         "fgvc-aircraft-2013b/data/{images,variants.txt,images_variant_test.txt}",
         "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
         {"test": "test", "train": "train", "val": "val"},
-        _torchvision(lambda r, s, d: tvd.FGVCAircraft(r, split=s, annotation_level="variant", download=d)),
+        _torchvision(lambda r, s, d: tvd().FGVCAircraft(r, split=s, annotation_level="variant", download=d)),
     ),
     "dtd": BenchmarkSet(
         "Describable Textures (partition 1)",
         "dtd/dtd/{images,labels}",
         "https://www.robots.ox.ac.uk/~vgg/data/dtd/",
         {"test": "test", "train": "train", "val": "val"},
-        _split_kw(tvd.DTD),
+        _split_kw("DTD"),
     ),
     "ucf101": BenchmarkSet(
         "UCF101 middle frames, CoOp split",
@@ -209,28 +219,28 @@ TABLE: dict[str, BenchmarkSet] = {
         "cifar-10-batches-py/",
         "https://www.cs.toronto.edu/~kriz/cifar.html",
         {"test": "test", "train": "train"},
-        _train_flag(tvd.CIFAR10),
+        _train_flag("CIFAR10"),
     ),
     "cifar100": BenchmarkSet(
         "CIFAR-100",
         "cifar-100-python/",
         "https://www.cs.toronto.edu/~kriz/cifar.html",
         {"test": "test", "train": "train"},
-        _train_flag(tvd.CIFAR100),
+        _train_flag("CIFAR100"),
     ),
     "eurosat": BenchmarkSet(
         "EuroSAT RGB (all images)",
         "eurosat/2750/<class>/*.jpg",
         "https://github.com/phelber/EuroSAT",
         {"test": None},
-        _torchvision(lambda r, s, d: tvd.EuroSAT(r, download=d)),
+        _torchvision(lambda r, s, d: tvd().EuroSAT(r, download=d)),
     ),
     "sun397": BenchmarkSet(
         "SUN397 (all images)",
         "SUN397/{ClassName.txt,<letter>/<class>/*.jpg}",
         "https://vision.princeton.edu/projects/2010/SUN/",
         {"test": None},
-        _torchvision(lambda r, s, d: tvd.SUN397(r, download=d)),
+        _torchvision(lambda r, s, d: tvd().SUN397(r, download=d)),
         clean=lambda name: name.replace("_", " ").replace("/", " "),
     ),
     "cars": BenchmarkSet(
@@ -238,7 +248,7 @@ TABLE: dict[str, BenchmarkSet] = {
         "stanford_cars/{devkit,cars_test,cars_test_annos_withlabels.mat}",
         "a mirror of Stanford Cars (torchvision's original URL is gone), e.g. Kaggle",
         {"test": "test", "train": "train"},
-        _split_kw(tvd.StanfordCars),
+        _split_kw("StanfordCars"),
         downloadable=False,
     ),
     "stl10": BenchmarkSet(
@@ -246,21 +256,21 @@ TABLE: dict[str, BenchmarkSet] = {
         "stl10_binary/",
         "https://cs.stanford.edu/~acoates/stl10/",
         {"test": "test", "train": "train"},
-        _torchvision(lambda r, s, d: tvd.STL10(r, split=s, download=d), _array_items),
+        _torchvision(lambda r, s, d: tvd().STL10(r, split=s, download=d), _array_items),
     ),
     "mnist": BenchmarkSet(
         "MNIST",
         "MNIST/raw/",
         "http://yann.lecun.com/exdb/mnist/",
         {"test": "test", "train": "train"},
-        _train_flag(tvd.MNIST),
+        _train_flag("MNIST"),
     ),
     "gtsrb": BenchmarkSet(
         "GTSRB",
         "gtsrb/{GTSRB/Final_Test/Images,GT-final_test.csv}",
         "https://benchmark.ini.rub.de/gtsrb_dataset.html",
         {"test": "test", "train": "train"},
-        _split_kw(tvd.GTSRB),
+        _split_kw("GTSRB"),
     ),
 }
 
@@ -269,7 +279,7 @@ def _missing(name: str, entry: BenchmarkSet, root: Path, download: bool, err: Ba
     """One line: what is missing, where it was looked for, and how to get it."""
     if download and entry.downloadable:
         return CliprankError(
-            f"could not download '{name}' ({entry.title}) into {root} ({err}); without internet, fetch it from "
+            f"could not download '{name}' ({entry.title}) into {root} ({reason(err)}); without internet, fetch it from "
             f"{entry.get} and unpack it as {root}/{entry.layout}, then pass --dataset-root {root}"
         )
     fetch = "add --download to fetch it (needs internet)"

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from cliprank.data.items import ZeroShotDataset
-from cliprank.data.loader import collate, make_loader
+from cliprank.data.loader import make_loader
 from cliprank.data.meta import batch_meta
 from cliprank.distributed import Distributed
 from cliprank.engine.plan import Plan
@@ -146,12 +146,7 @@ class Sharded:
         if not todo:
             return
         advance = work.track(progress, sum(len(parts.positions(b)) for b in todo), " · rank 0")
-        loader = torch.utils.data.DataLoader(
-            work.dataset.dataset,
-            batch_sampler=[parts.positions(b) for b in todo],
-            num_workers=work.workers,
-            collate_fn=collate,
-        )
+        loader = make_loader(work.dataset, 1, work.workers, batches=[parts.positions(b) for b in todo])
         with torch.inference_mode():
             for (batch, rows), (images, labels, indices) in zip(todo.items(), loader, strict=True):
                 payload = parts.read(batch) or {"labels": labels, "indices": indices, "rows": {}}

@@ -94,6 +94,11 @@ def row_extra(row: Row, resources: Resources) -> dict[str, Any]:
     return extra
 
 
+def dataset_extra(dataset: ZeroShotDataset) -> dict[str, Any]:
+    """What a reader needs to know about the images beside their fingerprint: the files left out as unreadable."""
+    return {"skipped_images": list(dataset.skipped)} if dataset.skipped else {}
+
+
 def _throughput(speed: Speed) -> Throughput:
     timing = speed.throughput
     return Throughput(

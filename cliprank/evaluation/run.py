@@ -28,7 +28,7 @@ from cliprank.data.meta import batch_meta, slice_meta
 from cliprank.distributed import Distributed
 from cliprank.evaluation.parts import BatchParts
 from cliprank.evaluation.passes import DatasetPass, InMemory, PassResult, Sharded, Strategy
-from cliprank.evaluation.records import build_record, row_extra
+from cliprank.evaluation.records import build_record, dataset_extra, row_extra
 from cliprank.methods.base import Resources
 from cliprank.methods.budget import Row, solve_rows
 from cliprank.methods.registry import expand_all
@@ -64,6 +64,7 @@ class EvaluateJob:
     count_flops: bool = True
     timing_repeats: int = 3
     patch_maps: int = 2  # images per dataset in the report's patch maps; 0: none
+    skip_unreadable: bool = False  # leave out image files that cannot be decoded (named in the records)
 
 
 @dataclass
@@ -98,7 +99,10 @@ def run_evaluate(
                 transform=model.preprocess,
                 limit=job.limit,
                 download=job.download,
+                skip_unreadable=job.skip_unreadable,
             )
+        if dist.is_main:
+            writer.refresh()  # records a concurrent run into this folder finished meanwhile are not redone
         pending = [
             row for row in rows if not writer.has(_key(model, dataset, row), model.fingerprint, dataset.fingerprint)
         ]
@@ -177,7 +181,7 @@ def write_records(
             golden,
             measured.speeds.get(row.key),
             counted,
-            row_extra(row, resources),
+            {**row_extra(row, resources), **dataset_extra(dataset)},
         )
         writer.add(record)
 

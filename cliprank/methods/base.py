@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import Plan
 from cliprank.errors import CliprankError
+from cliprank.io import reason
 from cliprank.models.arch import VisionArch
 
 if TYPE_CHECKING:
@@ -81,7 +82,9 @@ class Method(ABC):
             try:
                 value = param.coerce(raw) if raw is not None else None
             except (TypeError, ValueError) as err:
-                raise CliprankError(f"{self.name}: {param.name}={raw!r} is invalid ({err}); {param.help}") from err
+                raise CliprankError(
+                    f"{self.name}: {param.name}={raw!r} is invalid ({reason(err)}); {param.help}"
+                ) from err
             problem = param.check(value, arch)
             if problem:
                 raise CliprankError(f"{self.name}: {param.name}={raw!r} {problem}")

@@ -13,6 +13,9 @@
 
 Whatever its source, a method is then listed, solved for budgets, counted, profiled and reported
 like a built-in. `--method all` is derived from here too (`expand_all`): no list is kept by hand.
+
+The command line lists methods and checks specs before torch is loaded, from `catalog`: the built-ins'
+`catalog.json` is written from this registry by `python -m cliprank.methods.registry`.
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 
 from cliprank.errors import CliprankError
+from cliprank.io import reason
 from cliprank.methods import ats, evit, golden, none, predictor, prune_at, tome, topk  # noqa: F401 (they register)
 from cliprank.methods.base import REGISTRY, Method, Resources
+from cliprank.methods.catalog import ALL, CATALOG, ENTRY_POINTS, MethodInfo, describe, plugin_origin, to_json
 from cliprank.methods.spec import MethodSpec
 from cliprank.methods.with_tokens import SUFFIX, with_tokens
 
-ENTRY_POINTS = "cliprank.methods"
-ALL = "all"
 RESOURCE_KINDS = frozenset(f.name for f in fields(Resources)) - {"extra"}
 
 
@@ -58,6 +61,20 @@ def method_class(name: str) -> type[Method]:
     if points:
         return _load(next(iter(points)))
     raise CliprankError(f"unknown method '{name}'; available: {', '.join(methods())}")
+
+
+def described() -> list[MethodInfo]:
+    """Every available method as its class describes itself (built-ins, then imported plug-ins)."""
+    points = {point.name: point for point in entry_points(group=ENTRY_POINTS)}
+    return [
+        describe(cls, "cliprank" if name in REGISTRY else plugin_origin(points[name]))
+        for name, cls in methods().items()
+    ]
+
+
+def write_catalog() -> None:
+    """Write the built-ins' `catalog.json`: what the command line knows of them without importing them."""
+    CATALOG.write_text(to_json([describe(REGISTRY[name]) for name in sorted(REGISTRY)]), encoding="utf-8")
 
 
 def is_all(specs: Sequence[MethodSpec]) -> bool:
@@ -101,7 +118,7 @@ def _import_class(path: str) -> type[Method]:
         module = _import_here(module_name)
     except ImportError as err:
         raise CliprankError(
-            f"cannot import '{module_name}' for method '{path}' ({err}); run from its folder or install it"
+            f"cannot import '{module_name}' for method '{path}' ({reason(err)}); run from its folder or install it"
         ) from err
     cls = getattr(module, attribute, None)
     if cls is None:
@@ -134,3 +151,8 @@ def _check(cls: object, where: str) -> None:
         raise CliprankError(
             f"{where} requires {', '.join(sorted(unknown))}; a method can require {', '.join(sorted(RESOURCE_KINDS))}"
         )
+
+
+if __name__ == "__main__":
+    write_catalog()
+    print(f"wrote {CATALOG}")

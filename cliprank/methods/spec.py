@@ -85,6 +85,8 @@ def parse_method_spec(text: str) -> MethodSpec:
             raise CliprankError(f"bad knob '{item}' in '{text}'; write key=value, e.g. {name}(keep=0.7)")
         if key in knobs:
             raise CliprankError(f"knob '{key}' is given twice in '{text}'")
+        if not value.strip():
+            raise CliprankError(f"knob '{key}' has no value in '{text}'; write {key}=VALUE, or leave it out")
         knobs[key] = parse_value(value.strip())
     return name, knobs
 

@@ -18,13 +18,12 @@ from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import Plan
 from cliprank.errors import CliprankError
 from cliprank.methods.base import Method
+from cliprank.methods.catalog import SUFFIX
 
 if TYPE_CHECKING:
     import torch
 
     from cliprank.models.loading import LoadedModel
-
-SUFFIX = "+tokens"
 
 
 @functools.cache

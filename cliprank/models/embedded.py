@@ -9,19 +9,20 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import open_clip
-
 from cliprank.errors import CliprankError
 
 MODEL_NAME = "cliprank-tiny"
 TAG = "embedded"
 ASSETS = Path(__file__).parent / "assets"
+CONFIG = ASSETS / f"{MODEL_NAME}.json"
 
 
 @functools.cache
 def register() -> None:
     """Make open_clip aware of the embedded config (idempotent)."""
-    open_clip.add_model_config(ASSETS / f"{MODEL_NAME}.json")
+    import open_clip  # on use: the file locations below are read without loading open_clip
+
+    open_clip.add_model_config(CONFIG)
 
 
 def weights_path() -> Path:

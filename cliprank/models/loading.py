@@ -7,7 +7,9 @@ device — shapes without memory — so even a 4-billion-parameter tower is judg
 Sources (`pretrained`):
 - a tag open_clip knows (`openai`, `laion2b_s34b_b88k`, ...): downloaded by open_clip when online,
   read from its cache otherwise;
-- a local checkpoint file (.pt / .bin / .pth / .safetensors, or an OpenAI TorchScript archive);
+- a local checkpoint file (.pt / .bin / .pth / .safetensors, read with weights_only=True); an OpenAI
+  TorchScript archive only with `trust_torchscript` (`--trust-torchscript`): `torch.jit.load` runs the
+  code stored in the file, which weights_only cannot check;
 - `embedded`: the small model shipped with cliprank (see `cliprank.models.embedded`);
 - `none`: random initialisation (seeded), for cost measurements.
 """
@@ -23,7 +25,6 @@ import logging
 import os
 import socket
 import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,15 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict
 
 from cliprank.errors import CliprankError
-from cliprank.models import embedded
+from cliprank.io import reason
+from cliprank.models import catalog, embedded
 from cliprank.models.arch import VisionArch
 from cliprank.models.cast import cast_weights
+from cliprank.models.catalog import RANDOM_INIT, check_checkpoint, is_torchscript, looks_like_path
 from cliprank.models.fingerprint import fingerprint_model
 from cliprank.models.towers import describe, refusal
 from cliprank.precision import FP32, Precision, resolve_precision
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
-RANDOM_INIT = "none"
 MISMATCH_WORDS = ("size mismatch", "Missing key", "Unexpected key", "changed", "shape")
 
 
@@ -100,14 +101,10 @@ class LazyTokenizer:
                     self._tokenizer = open_clip.get_tokenizer(self.name)
             except Exception as err:
                 raise CliprankError(
-                    f"the tokenizer of {self.name} could not be loaded ({type(err).__name__}: {str(err)[:120]}); "
+                    f"the tokenizer of {self.name} could not be loaded ({reason(err, typed=True)}); "
                     "Hugging Face tokenizers (SigLIP) need `pip install transformers` and one online download"
                 ) from err
         return self._tokenizer(texts)
-
-
-def looks_like_path(value: str) -> bool:
-    return value.endswith(CHECKPOINT_SUFFIXES) or os.sep in value or Path(value).exists()
 
 
 def known_models() -> list[str]:
@@ -141,14 +138,14 @@ def vision_refusal(name: str) -> str | None:
 
     config = open_clip.get_model_config(name)
     if config.get("multimodal_cfg"):
-        return "CoCa: its captioning decoder reads every image token"
+        return catalog.COCA
     try:
         with torch.device("meta"), _quiet():
             visual = _build_vision_tower(
                 config["embed_dim"], config["vision_cfg"], quick_gelu=config.get("quick_gelu", False)
             )
     except Exception as err:  # a tower open_clip or timm cannot build here (e.g. a missing timm model)
-        return f"its vision tower cannot be built here ({type(err).__name__}: {str(err)[:80]})"
+        return f"its vision tower cannot be built here ({reason(err, typed=True)})"
     return refusal(visual)
 
 
@@ -160,13 +157,6 @@ def _offline() -> bool:
             return False
     except OSError:
         return True
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
 def _sidecar_quick_gelu(path: Path) -> bool | None:
@@ -186,7 +176,7 @@ def _checkpoint_wants_quick_gelu(name: str, path: Path) -> tuple[bool, str | Non
     sidecar = _sidecar_quick_gelu(path)
     if sidecar is not None:
         return sidecar, "QuickGELU set from open_clip_config.json beside the checkpoint" if sidecar else None
-    if _is_torchscript(path):
+    if is_torchscript(path):
         return True, "OpenAI TorchScript checkpoint: using QuickGELU (pass --no-quick-gelu to override)"
     if "openai" in str(path).lower():
         return True, "checkpoint path names OpenAI weights: using QuickGELU (pass --no-quick-gelu to override)"
@@ -194,15 +184,15 @@ def _checkpoint_wants_quick_gelu(name: str, path: Path) -> tuple[bool, str | Non
 
 
 def _torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a TorchScript archive. `torch.jit.load` runs code the file holds: callers check trust."""
     scripted = torch.jit.load(str(path), map_location="cpu")
     return {key: value for key, value in scripted.state_dict().items()}
 
 
-def _load_local(name: str, path: Path, quick_gelu: bool) -> torch.nn.Module:
-    if not path.is_file():
-        raise CliprankError(f"checkpoint not found: {path}; pass an existing .pt/.bin/.safetensors file")
+def _load_local(name: str, path: Path, quick_gelu: bool, trust_torchscript: bool = False) -> torch.nn.Module:
+    check_checkpoint(path, trust_torchscript)
     try:
-        if _is_torchscript(path):
+        if is_torchscript(path):
             model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu, device="cpu")
             state = _torchscript_state_dict(path)
             converted = build_model_from_openai_state_dict(state, quick_gelu=quick_gelu)
@@ -212,27 +202,21 @@ def _load_local(name: str, path: Path, quick_gelu: bool) -> torch.nn.Module:
     except CliprankError:
         raise
     except (RuntimeError, AssertionError, KeyError) as err:
-        text = (str(err).splitlines() or [type(err).__name__])[0]
         if not any(word in str(err) for word in MISMATCH_WORDS):
-            raise CliprankError(f"checkpoint {path} is corrupt or unreadable ({text[:160]}); re-download it") from err
+            raise CliprankError(f"checkpoint {path} is corrupt or unreadable ({reason(err)}); re-download it") from err
         raise CliprankError(
-            f"checkpoint {path} does not fit model '{name}' ({text[:160]}); pass the model name it was trained as"
+            f"checkpoint {path} does not fit model '{name}' ({reason(err)}); pass the model name it was trained as"
         ) from err
     except Exception as err:  # safetensors, pickle and zip errors have no common base class
         raise CliprankError(
-            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {str(err)[:120]}); re-download it"
+            f"checkpoint {path} is corrupt or unreadable ({reason(err, typed=True)}); re-download it"
         ) from err
     return model
 
 
 def _load_tag(name: str, tag: str, quick_gelu: bool) -> torch.nn.Module:
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if tag not in tags:
-        listed = ", ".join(tags) if tags else "none"
-        raise CliprankError(
-            f"'{tag}' is neither a pretrained tag of {name} (known: {listed}) nor an existing checkpoint file; "
-            "pass a tag, a checkpoint path, 'embedded' or 'none'"
-        )
+    if tag not in open_clip.list_pretrained_tags_by_model(name):
+        catalog.check_tag(name, tag)  # the one-line refusal, listing the known tags
     offline = _offline()
     previous = os.environ.get("HF_HUB_OFFLINE")
     if offline:
@@ -246,7 +230,7 @@ def _load_tag(name: str, tag: str, quick_gelu: bool) -> torch.nn.Module:
                 f"weights {name}/{tag} are not in the local cache and the hub is unreachable (offline); download "
                 "them on a connected machine (they land in ~/.cache/huggingface) or pass --pretrained PATH"
             ) from err
-        raise CliprankError(f"could not download weights {name}/{tag}: {str(err)[:160]}") from err
+        raise CliprankError(f"could not download weights {name}/{tag}: {reason(err)}") from err
     finally:
         if previous is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
@@ -288,13 +272,15 @@ def load_model(
     quick_gelu: bool | None = None,
     seed: int = 0,
     precision: str | None = None,
+    trust_torchscript: bool = False,
 ) -> LoadedModel:
     """Load `name` with weights from `pretrained` and check the engine can reduce its vision tower.
 
     `quick_gelu=None` decides automatically (tags: open_clip's own record; paths: see
     `_checkpoint_wants_quick_gelu`); True/False force it. `precision` is one of open_clip's names
     (`cliprank.precision`; None: amp on a GPU, fp32 on a CPU). The fingerprint is taken from the
-    float32 weights, so files made in one precision serve the same weights in another.
+    float32 weights, so files made in one precision serve the same weights in another. A TorchScript
+    checkpoint is refused unless `trust_torchscript` (loading it runs code stored in the file).
     """
     config = check_model_name(name)
     resolved = resolve_precision(precision, device)
@@ -320,7 +306,7 @@ def load_model(
         else:
             use_quick_gelu = quick_gelu
         with _quiet():
-            model = _load_local(name, path, use_quick_gelu)
+            model = _load_local(name, path, use_quick_gelu, trust_torchscript)
     else:
         tag_config = open_clip.get_pretrained_cfg(name, pretrained) or {}
         use_quick_gelu = tag_config.get("quick_gelu", False) if quick_gelu is None else quick_gelu

@@ -15,11 +15,12 @@ from typing import Any
 import torch
 
 from cliprank.errors import CliprankError
-from cliprank.io import load_tensors, save_tensors
+from cliprank.io import header_json, load_tensors, reason, save_tensors
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.model import PredictorConfig, RankingPredictor
 
 FORMAT = "cliprank.predictor/1"
+HEADER = {"config": dict, "block": int, "trained_on": list, "info": dict}  # JSON fields every file has
 
 
 @dataclass
@@ -53,25 +54,39 @@ def save_predictor(
 
 
 def load_predictor(path: Path, model: LoadedModel, device: str | torch.device | None = None) -> LoadedPredictor:
-    state, header = load_tensors(
-        path, FORMAT, "predictor", "train one with `cliprank train-predictor` or fix --predictor"
-    )
+    """A saved predictor, every header field and tensor checked; any damage is one line naming the file."""
+    fix = "train one with `cliprank train-predictor` or fix --predictor"
+    state, header = load_tensors(path, FORMAT, "predictor", fix)
+    retrain = "retrain it with `cliprank train-predictor`"
+    fields = {key: header_json(header, key, kind, "predictor", path, retrain) for key, kind in HEADER.items()}
     if header.get("model_fingerprint") != model.fingerprint:
         raise CliprankError(
             f"predictor {path} was trained for {header.get('model')}/{header.get('pretrained')} "
             f"(fingerprint {header.get('model_fingerprint')}), not {model.label}; train one for this model"
         )
+    block, trained_on = fields["block"], fields["trained_on"]
+    problem = None
+    if not 0 <= block < model.arch.depth:
+        problem = f"its block {block} is not a block of {model.label} (0..{model.arch.depth - 1})"
+    elif not all(isinstance(name, str) for name in trained_on):
+        problem = "its header field 'trained_on' is not a list of dataset names"
+    elif not all(torch.isfinite(tensor).all() for tensor in state.values()):
+        problem = "it holds non-finite weights"
+    if problem is not None:
+        raise CliprankError(f"predictor {path} is damaged: {problem}; {retrain}")
     try:
-        config = PredictorConfig(**json.loads(header["config"]))
+        config = PredictorConfig(**fields["config"])
+        if (config.tokens, config.width) != (model.arch.tokens, model.arch.width):
+            raise ValueError(f"it is shaped for {config.tokens} tokens of width {config.width}")
         module = RankingPredictor(config)
         module.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CliprankError(f"predictor {path} does not match its recorded config ({err}); retrain it") from err
+        raise CliprankError(f"predictor {path} does not match its recorded config ({reason(err)}); retrain it") from err
     module.eval().requires_grad_(False).to(device or model.device)
     return LoadedPredictor(
         module=module,
-        block=int(header["block"]),
+        block=block,
         model_fingerprint=header["model_fingerprint"],
-        trained_on=json.loads(header.get("trained_on", "[]")),
-        info=json.loads(header.get("info", "{}")),
+        trained_on=trained_on,
+        info=fields["info"],
     )

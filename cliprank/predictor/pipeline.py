@@ -40,6 +40,7 @@ class PredictorJob:
     limit: int | None = None
     dataset_root: Path | None = None
     settings: TrainSettings = field(default_factory=TrainSettings)
+    skip_unreadable: bool = False  # leave out image files that cannot be decoded
 
 
 def split_data(
@@ -55,7 +56,12 @@ def split_data(
     for name in job.datasets:
         with dist.main_first():  # rank 0 fills the dataset and feature caches, the other ranks read them
             dataset = load_dataset(
-                name, split=split, root=job.dataset_root, transform=model.preprocess, limit=job.limit
+                name,
+                split=split,
+                root=job.dataset_root,
+                transform=model.preprocess,
+                limit=job.limit,
+                skip_unreadable=job.skip_unreadable,
             )
             lookup = index.require(dataset.name, split)
             block = lookup.rankings.meta.settings["block"]
@@ -79,7 +85,12 @@ def heldout_accuracy(
     table: dict[str, dict[str, float]] = {}
     for name in job.datasets:
         dataset = load_dataset(
-            name, split=job.val_split, root=job.dataset_root, transform=model.preprocess, limit=job.limit
+            name,
+            split=job.val_split,
+            root=job.dataset_root,
+            transform=model.preprocess,
+            limit=job.limit,
+            skip_unreadable=job.skip_unreadable,
         )
         classifier = zero_shot_classifier(model, dataset.classnames, dataset.templates)
         work = DatasetPass(model, dataset, job.val_split, rows, classifier, batch_size=128)

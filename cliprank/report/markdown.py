@@ -20,6 +20,7 @@ from cliprank.report.grouping import Budget
 from cliprank.report.schema import Record, Report
 
 BLANK = ""
+SKIPPED_SHOWN = 10  # unreadable files named under a dataset's heading
 
 
 def render_markdown(report: Report, figures: Mapping[tuple[str, str, str], str] | None = None) -> str:
@@ -36,7 +37,7 @@ def render_markdown(report: Report, figures: Mapping[tuple[str, str, str], str] 
             lines += ["", f"## {model} / {pretrained}"]
         datasets = grouping.by_dataset(records)
         for dataset, dataset_records in datasets.items():
-            lines += ["", f"{level} {dataset}", "", *_dataset_table(dataset_records)]
+            lines += ["", f"{level} {dataset}", "", *_skipped(dataset_records), *_dataset_table(dataset_records)]
         if len(datasets) > 1:
             lines += ["", f"{level} Mean over {len(datasets)} datasets", "", *_mean_table(records, len(datasets))]
         agreement = [r for r in records if r.ranking_agreement is not None]
@@ -89,6 +90,16 @@ def _header(report: Report) -> list[str]:
         f"Python {env.python}, {env.platform}",
         f"- **Created:** {report.created}",
     ]
+
+
+def _skipped(records: list[Record]) -> list[str]:
+    """The image files left out as unreadable (`--skip-unreadable`), named, so a reader knows what was scored."""
+    skipped = sorted({name for record in records for name in record.extra.get("skipped_images", ())})
+    if not skipped:
+        return []
+    shown = ", ".join(f"`{name}`" for name in skipped[:SKIPPED_SHOWN])
+    more = f" and {len(skipped) - SKIPPED_SHOWN} more (all in report.json)" if len(skipped) > SKIPPED_SHOWN else ""
+    return [f"_{len(skipped)} unreadable image file(s) left out (`--skip-unreadable`): {shown}{more}._", ""]
 
 
 def _columns(records: list[Record], reference_spec: str | None) -> list[Budget]:

@@ -4,10 +4,16 @@ Each completed record rewrites the whole `report.json` atomically, so a run kill
 the last complete file, and a rerun into the same directory skips what is already there (`has`).
 Resuming under a different device, precision or seed would silently mix numbers that are not
 comparable, so that is refused instead.
+
+Two runs may write into one folder at once (other methods, other datasets): every write happens under
+a lock on `.report.json.lock` and first takes in the records the other run wrote meanwhile, so
+neither loses the other's. The lock is the operating system's (`filelock`): a killed run holds none.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from cliprank.errors import CliprankError
@@ -26,6 +32,7 @@ from cliprank.report.schema import (
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_PLOT = "accuracy_vs_gmacs.png"
+REPORT_LOCK = ".report.json.lock"
 
 # Settings that change the numbers themselves; a resumed run must match them.
 _RESUME_MUST_MATCH = ("device", "precision", "seed")
@@ -60,6 +67,29 @@ class ReportWriter:
     def records(self) -> list[Record]:
         return list(self.report.records)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the folder's report lock, with the records another run wrote meanwhile taken in."""
+        from filelock import FileLock
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.out_dir / REPORT_LOCK):
+            self._take_in_others()
+            yield
+
+    def _take_in_others(self) -> None:
+        if not self.json_path.exists():
+            return
+        stored = load_report(self.json_path)
+        self._check_resumable(stored.environment)
+        held = {record.key for record in self.report.records}
+        self.report.records.extend(record for record in stored.records if record.key not in held)
+
+    def refresh(self) -> None:
+        """Take in the records another run into this folder completed since (so they are skipped here)."""
+        with self._locked():
+            pass
+
     def get(self, key: str) -> Record | None:
         """The complete record with this key (see `record_key`), if one is stored."""
         return next((record for record in self.report.records if record.key == key), None)
@@ -91,28 +121,30 @@ class ReportWriter:
         if problems:
             raise ValueError("incomplete record: " + "; ".join(problems))
         record = Record.from_dict(data)
-        records = self.report.records
-        for index, existing in enumerate(records):
-            if existing.key == record.key:
-                records[index] = record
-                break
-        else:
-            records.append(record)
-        self.report.environment = self.environment
-        save_report(self.report, self.json_path)
+        with self._locked():
+            records = self.report.records
+            for index, existing in enumerate(records):
+                if existing.key == record.key:
+                    records[index] = record
+                    break
+            else:
+                records.append(record)
+            self.report.environment = self.environment
+            save_report(self.report, self.json_path)
 
     def finalize(self) -> list[Path]:
         """Write report.json, report.md and the accuracy-vs-GMACs plot; return the paths written."""
         from cliprank.io import atomic_write_text  # imports torch; `compare` only reads reports
         from cliprank.report.plot import save_plot  # matplotlib is slow to import; only needed here
 
-        self.report.environment = self.environment
-        save_report(self.report, self.json_path)
-        atomic_write_text(self.markdown_path, render_markdown(self.report, self.patch_maps()))
-        written = [self.json_path, self.markdown_path]
-        if self.report.records:
-            save_plot(self.report, self.plot_path)
-            written.append(self.plot_path)
+        with self._locked():
+            self.report.environment = self.environment
+            save_report(self.report, self.json_path)
+            atomic_write_text(self.markdown_path, render_markdown(self.report, self.patch_maps()))
+            written = [self.json_path, self.markdown_path]
+            if self.report.records:
+                save_plot(self.report, self.plot_path)
+                written.append(self.plot_path)
         return written
 
     def patch_maps(self) -> dict[tuple[str, str, str], str]:
@@ -130,5 +162,5 @@ class ReportWriter:
         if changed:
             raise CliprankError(
                 f"{self.json_path} was produced with other settings ({', '.join(changed)}); "
-                "rerun with the same settings to resume, or choose another --out"
+                "rerun with the same settings to resume (or add to it), or choose another --out"
             )

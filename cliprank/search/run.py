@@ -21,6 +21,7 @@ from cliprank.data import load_dataset
 from cliprank.data.items import ZeroShotDataset
 from cliprank.data.meta import image_hashes
 from cliprank.distributed import Distributed
+from cliprank.io import check_output_dir, check_output_file
 from cliprank.models.loading import LoadedModel
 from cliprank.search.greedy import SCORE_DTYPE, SearchSettings, search_batch
 from cliprank.search.store import RankingsMeta, RankingStore
@@ -41,7 +42,7 @@ class SearchStats:
 
 
 def default_output(model: LoadedModel, dataset: ZeroShotDataset, settings: SearchSettings) -> Path:
-    return Path("runs") / "rankings" / f"{model.name}-{dataset.name}-{dataset.split}-{settings.key()}.rankings"
+    return Path("runs") / "rankings" / f"{model.name}-{dataset.slug}-{dataset.split}-{settings.key()}.rankings"
 
 
 def rankings_meta(
@@ -87,6 +88,7 @@ class SearchJob:
     out: Path | None = None  # default: runs/rankings/<model>-<dataset>-<split>-<settings>.rankings
     chunk_size: int = 64
     max_batch_tokens: int = 32768
+    skip_unreadable: bool = False  # leave out image files that cannot be decoded
 
 
 @dataclass
@@ -111,15 +113,22 @@ def run_search(
             transform=model.preprocess,
             limit=job.limit,
             download=job.download,
+            skip_unreadable=job.skip_unreadable,
         )
     out = job.out or default_output(model, dataset, job.settings)
+    check_output_file(out)
+    check_output_dir(out.with_name(out.name + ".parts"), "the search's parts folder")
     dist.log_to(out.with_name(out.name + ".logs"))
     store = RankingStore(out, rankings_meta(model, dataset, job.settings, job.chunk_size))
     stats = search_chunks(model, dataset, job, store, dist, progress)
     searched = dist.total(stats.images)  # also the barrier: every rank has written its chunks
     path = None
     if dist.is_main:
-        path = store.path if store.is_complete() else store.merge(math.ceil(len(dataset) / job.chunk_size))
+        if store.is_complete():  # merged by a concurrent search: what it left behind goes
+            path = store.path
+            store.discard_parts()
+        else:
+            path = store.merge(math.ceil(len(dataset) / job.chunk_size))
         log.info("rankings complete: %s", path)
     return SearchOutcome(path, len(dataset), searched, stats)
 

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cliprank.errors import CliprankError
-from cliprank.io import load_tensors, save_tensors
+from cliprank.io import header_json, load_tensors, reason, save_tensors
 from cliprank.models.loading import LoadedModel
 from cliprank.tokens.model import LearnedTokens, TokenConfig
 
 FORMAT = "cliprank.tokens/1"
+HEADER = {"config": dict, "setup": dict, "info": dict}  # JSON fields every file has
 
 
 @dataclass
@@ -63,20 +66,37 @@ def save_tokens(
 
 
 def load_tokens_file(path: Path, model: LoadedModel) -> LoadedTokens:
+    """A saved tokens file, every header field and tensor checked; any damage is one line naming the file."""
     path = Path(path)
     state, header = load_tensors(path, FORMAT, "tokens file", "train tokens with `cliprank add-tokens` or fix --tokens")
+    retrain = "retrain them with `cliprank add-tokens`"
+    fields = {key: header_json(header, key, kind, "tokens file", path, retrain) for key, kind in HEADER.items()}
     if header.get("model_fingerprint") != model.fingerprint:
         raise CliprankError(
             f"tokens {path} were trained for {header.get('model')}/{header.get('pretrained')}, not {model.label}; "
             "train tokens for this model"
         )
+    setup = fields["setup"]
+    problem = None
+    if not (isinstance(setup.get("method"), str) and isinstance(setup.get("values"), dict)):
+        problem = "its header field 'setup' lacks the method and its values"
+    elif not all(torch.isfinite(tensor).all() for tensor in state.values()):
+        problem = "it holds non-finite values"
+    if problem is not None:
+        raise CliprankError(f"tokens file {path} is damaged: {problem}; {retrain}")
     try:
-        module = LearnedTokens(TokenConfig(**json.loads(header["config"])))
+        config = TokenConfig(**fields["config"])
+        arch = model.arch
+        if (config.width, config.depth) != (arch.width, arch.depth) or not 0 <= config.block < arch.depth:
+            raise ValueError(f"it is shaped for width {config.width}, block {config.block} of {config.depth}")
+        module = LearnedTokens(config)
         module.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CliprankError(f"tokens file {path} does not match its recorded config ({err}); retrain it") from err
+        raise CliprankError(
+            f"tokens file {path} does not match its recorded config ({reason(err)}); retrain it"
+        ) from err
     module.eval().requires_grad_(False).to(model.device)
-    return LoadedTokens(module, json.loads(header["setup"]), json.loads(header.get("info", "{}")), path)
+    return LoadedTokens(module, setup, fields["info"], path)
 
 
 @dataclass

@@ -48,6 +48,7 @@ class TokensJob:
     dataset_root: Path | None = None
     files: ResourceFiles = field(default_factory=ResourceFiles)  # rankings or predictor the method needs
     settings: TokenTrainSettings = field(default_factory=TokenTrainSettings)
+    skip_unreadable: bool = False  # leave out image files that cannot be decoded
 
 
 def default_block(model: LoadedModel, job: TokensJob, resources: Resources) -> int:
@@ -103,7 +104,12 @@ def run_add_tokens(
     def prepare(name: str, split: str) -> SplitData:
         with dist.main_first():  # rank 0 fills the dataset and feature caches, the other ranks read them
             dataset = load_dataset(
-                name, split=split, root=job.dataset_root, transform=model.preprocess, limit=job.limit
+                name,
+                split=split,
+                root=job.dataset_root,
+                transform=model.preprocess,
+                limit=job.limit,
+                skip_unreadable=job.skip_unreadable,
             )
             return prepare_split(model, dataset, method, block, progress)
 

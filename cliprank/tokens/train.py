@@ -68,6 +68,8 @@ class TokenTrainSettings:
 def check_token_config(count: int, block: int, placement: str, text_context: int, depth: int, objective: str) -> None:
     if count < 0:
         raise CliprankError(f"add-tokens: count={count} must be >= 0")
+    if count == 0 and text_context == 0:
+        raise CliprankError("add-tokens: count=0 and no text context leave nothing to train; give count >= 1")
     if not 0 <= block < depth:
         raise CliprankError(f"add-tokens: block={block} must be in 0..{depth - 1}")
     if placement not in PLACEMENTS:

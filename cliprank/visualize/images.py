@@ -12,6 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from cliprank.errors import CliprankError
+from cliprank.io import reason
 
 
 @dataclass
@@ -52,7 +53,7 @@ def file_batch(paths: Sequence[Path], preprocess: Callable[[Image.Image], torch.
             with Image.open(path) as image:
                 images.append(preprocess(image.convert("RGB")))
         except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise CliprankError(f"cannot read image {path} ({err}); pass a PNG or JPEG file") from err
+            raise CliprankError(f"cannot read image {path} ({reason(err)}); pass a PNG or JPEG file") from err
     return Batch(torch.stack(images), [None] * len(images), [Path(p).name for p in paths], None)
 
 

@@ -13,20 +13,12 @@ import torch.nn as nn
 
 from cliprank.errors import CliprankError
 from cliprank.models.arch import VisionArch
+from cliprank.models.catalog import NOT_TOKEN_TOWERS
 from cliprank.models.towers.base import Block, PoolInput, Tower
 from cliprank.models.towers.open_clip_vit import OpenClipViT
 from cliprank.models.towers.timm_towers import TimmEva, TimmViT
 
 TOWERS: tuple[type[Tower], ...] = (OpenClipViT, TimmViT, TimmEva)
-
-# Towers without patch tokens a transformer attends over globally, by class name (open_clip or timm).
-NOT_TOKEN_TOWERS = {
-    "ModifiedResNet": "convolutional (ResNet): no patch tokens to prune",
-    "ConvNeXt": "convolutional (ConvNeXt): no patch tokens to prune",
-    "FastVit": "convolutional/hybrid (FastViT): no global patch tokens to prune",
-    "SwinTransformer": "windowed attention (Swin): dropping tokens breaks its fixed windows",
-    "VisionTransformerRelPos": "relative position bias tied to a fixed grid (not supported)",
-}
 
 _ADAPTED: weakref.WeakKeyDictionary[nn.Module, Tower] = weakref.WeakKeyDictionary()
 
