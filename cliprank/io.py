@@ -135,7 +135,7 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 
 def atomic_save_torch(obj: Any, path: Path) -> None:
-    import torch
+    import torch  # loaded on first use: commands check paths before torch loads
 
     _atomic(path, lambda stream: torch.save(obj, stream))
 
@@ -189,7 +189,7 @@ def check_output_file(path: Path, option: str = "--out") -> None:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
     """Tensors plus a string header in one safetensors file, written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # loaded on first use: commands check paths before torch loads
 
     with atomic_path(Path(path)) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
@@ -201,7 +201,7 @@ def load_tensors(path: Path, file_format: str, what: str, fix: str) -> tuple[dic
     Nothing executable is unpickled. Every failure is one CliprankError naming the file, what is wrong
     with it and `fix` (how to get a good one).
     """
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError, safe_open  # loaded on first use: commands check paths before torch loads
     from safetensors.torch import load_file
 
     path = Path(path)

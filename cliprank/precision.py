@@ -38,13 +38,13 @@ class Precision:
 
     @property
     def weights_dtype(self) -> torch.dtype:
-        import torch
+        import torch  # torch loads on first use, not on import (see the module docstring)
 
         return getattr(torch, self.weights)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        import torch
+        import torch  # torch loads on first use, not on import (see the module docstring)
 
         return None if self.autocast is None else getattr(torch, self.autocast)
 
@@ -62,7 +62,7 @@ class Precision:
         """The context every forward of a model in this precision runs in (nothing for cast or fp32 weights)."""
         if self.autocast is None:
             return contextlib.nullcontext()
-        import torch
+        import torch  # torch loads on first use, not on import (see the module docstring)
 
         return torch.autocast(device_type=torch.device(device).type, dtype=self.autocast_dtype)
 
@@ -113,7 +113,7 @@ def _unsupported(name: str, device: str) -> str | None:
     CPU, float16 kernels exist only in recent torch builds. So the operations a reduced forward uses are
     tried once on a few numbers.
     """
-    import torch
+    import torch  # torch loads on first use, not on import (see the module docstring)
     import torch.nn.functional as F
 
     precision = PRECISIONS[name]
@@ -137,7 +137,7 @@ def _unsupported(name: str, device: str) -> str | None:
 
 
 def _native_cuda_bf16() -> bool:
-    import torch
+    import torch  # torch loads on first use, not on import (see the module docstring)
 
     try:
         return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -150,7 +150,7 @@ def autocast_off(like: torch.Tensor) -> contextlib.AbstractContextManager:
 
     Under autocast a matmul of float32 operands would run in bf16/fp16 again; outside it this is nothing.
     """
-    import torch
+    import torch  # torch loads on first use, not on import (see the module docstring)
 
     device = like.device.type
     if not _autocast_enabled(device):
@@ -159,7 +159,7 @@ def autocast_off(like: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 def _autocast_enabled(device_type: str) -> bool:
-    import torch
+    import torch  # torch loads on first use, not on import (see the module docstring)
 
     try:
         return torch.is_autocast_enabled(device_type)

@@ -20,9 +20,10 @@ def list_methods(
     ),
 ) -> None:
     """List the token-reduction methods — built in, or installed by other packages — their knobs and papers."""
+    # loaded here, for this listing only: --help must not wait for it
     from cliprank.methods.catalog import UNREAD, UNREAD_PARAMS, listing
 
-    if load:
+    if load:  # loaded here, for this listing only: --help must not wait for it
         from cliprank.methods.registry import described  # imports torch and every plug-in
 
         infos = described()
@@ -45,6 +46,7 @@ def list_methods(
 
 @app.command("models")
 def list_models() -> None:
+    # loaded here, for this listing only: --help must not wait for it
     """List the open_clip models cliprank can prune (ViT towers, open_clip or timm) and their tags, then the rest."""
     from cliprank.models import embedded
     from cliprank.models.catalog import configs, refusal, tags
@@ -64,7 +66,7 @@ def list_models() -> None:
 
 
 @app.command("datasets")
-def list_datasets() -> None:
+def list_datasets() -> None:  # loaded here, for this listing only: --help must not wait for it
     """List the dataset names `--dataset` accepts (embedded, CLIP_benchmark, imagefolder:PATH)."""
     from cliprank.data.registry import catalog
 

@@ -33,7 +33,7 @@ from cliprank.io import reason
 
 def tvd() -> ModuleType:
     """torchvision's datasets, imported on first use: it loads torch, and the names are listed without it."""
-    import torchvision.datasets
+    import torchvision.datasets  # torchvision's datasets load slowly; `cliprank datasets` lists without them
 
     return torchvision.datasets
 

@@ -159,7 +159,7 @@ def tags(name: str) -> list[str]:
     try:
         return pretrained_tags().get(name, [])
     except (OSError, SyntaxError, ValueError, KeyError):  # another open_clip layout: ask open_clip itself
-        import open_clip
+        import open_clip  # only when open_clip's files are laid out otherwise than expected
 
         return open_clip.list_pretrained_tags_by_model(name)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import open_clip
 import torch
-from open_clip.model import build_model_from_openai_state_dict
+from open_clip.model import _build_vision_tower, build_model_from_openai_state_dict
 
 from cliprank.errors import CliprankError
 from cliprank.io import reason
@@ -134,7 +134,6 @@ def vision_refusal(name: str) -> str | None:
     own vision-tower builder is used (private, but the same function since open_clip 2.0): building
     the whole model would also build text towers that need packages cost checks do not (nllb's).
     """
-    from open_clip.model import _build_vision_tower
 
     config = open_clip.get_model_config(name)
     if config.get("multimodal_cfg"):

@@ -16,6 +16,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from filelock import FileLock
+
 from cliprank.errors import CliprankError
 from cliprank.report.figures import patch_maps_file
 from cliprank.report.markdown import render_markdown
@@ -70,8 +72,6 @@ class ReportWriter:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the folder's report lock, with the records another run wrote meanwhile taken in."""
-        from filelock import FileLock
-
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(self.out_dir / REPORT_LOCK):
             self._take_in_others()

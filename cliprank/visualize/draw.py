@@ -91,7 +91,7 @@ def group_palette(count: int) -> np.ndarray:
     (in some channel); `gap` narrows only when the candidates cannot supply enough (from 16 levels for a few
     hundred patches to 4 for a thousand).
     """
-    from matplotlib.colors import hsv_to_rgb
+    from matplotlib.colors import hsv_to_rgb  # matplotlib is slow to import; loaded only when a figure is drawn
 
     shades = np.array([(s, v) for v in (0.95, 0.78, 0.62) for s in (0.95, 0.7, 0.5)])
     k = np.arange(8 * max(count, 64))
@@ -160,7 +160,7 @@ def importance_ranks(scores: np.ndarray) -> np.ndarray:
 
 def render_heatmap(pixels: np.ndarray, scores: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Importance ranks in colour over the image in grey; unscored patches greyed out."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib is slow to import; loaded only when a figure is drawn
 
     image = upsampled(pixels, grid)
     index = patch_index(image.shape[:2], grid)
@@ -248,7 +248,7 @@ def _header(subfigure, view: ImageView, show_legend: bool) -> None:
 
 
 def _legend(subfigure) -> None:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # matplotlib is slow to import; loaded only when a figure is drawn
     from matplotlib.colorbar import ColorbarBase
     from matplotlib.colors import Normalize
     from matplotlib.legend_handler import HandlerTuple
@@ -281,6 +281,7 @@ def _legend(subfigure) -> None:
 
 
 def _method_cell(subfigure, view: ImageView, method: MethodView, stages: list[int]) -> None:
+    # matplotlib is slow to import; loaded only when a figure is drawn
     from matplotlib.collections import LineCollection
 
     width = max(1, len(stages))
@@ -303,6 +304,7 @@ def _method_cell(subfigure, view: ImageView, method: MethodView, stages: list[in
 
 
 def draw_figure(views: Sequence[ImageView], title: str):
+    # matplotlib is slow to import; loaded only when a figure is drawn
     """The whole figure: per image a header (image, golden, predictor, legend), then every method."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
