@@ -135,3 +135,15 @@ def test_a_broken_plugin_is_one_line_naming_it(tmp_path, monkeypatch, capsys) ->
     err = capsys.readouterr().err
     assert "the method plug-in 'bad'" in err and "needs a package that is missing" in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+def test_a_plugins_knob_values_are_judged_from_its_source_without_importing_it(plugin) -> None:
+    from cliprank.methods.catalog import check_specs
+
+    module = readme_example()[0]
+    with pytest.raises(CliprankError, match=rf"{plugin}: keep=0 must be in \(0, 1\]"):
+        check_specs([(plugin, {"keep": 0})])
+    with pytest.raises(CliprankError, match="unknown parameter"):
+        check_specs([(plugin, {"kep": 0.5})])
+    check_specs([(plugin, {"keep": 0.5, "block": 40})])  # block 40: the tower decides, once loaded
+    assert module not in sys.modules

@@ -43,10 +43,9 @@ from cliprank.cost.analytic import Schedule
 from cliprank.engine.context import LayerContext
 from cliprank.engine.plan import VALUE_NORMS, Plan
 from cliprank.engine.state import TokenState
-from cliprank.errors import CliprankError
 from cliprank.methods import attention_score
-from cliprank.methods.base import Method, Param, as_int, block_list, int_tuple, register
-from cliprank.methods.prune_at import DEFAULT_BLOCK
+from cliprank.methods.base import register
+from cliprank.methods.knobs import Param, as_int, block_list, int_tuple, tokens_per_stage
 from cliprank.models.arch import VisionArch
 
 
@@ -126,19 +125,14 @@ def ats_op(k: int, score: str = attention_score.CLS):
     return op
 
 
-def check_k(value: int | None, arch: VisionArch) -> str | None:
-    if value is None or value >= 2:
-        return None
-    return "must be >= 2 (tokens kept per stage, class token included)"
-
-
 @register
-class ATS(Method):
+class ATS(attention_score.AttentionRanked):
     name = "ats"
     summary = "keep the tokens hit by inverse-CDF sampling of attention × value-norm significance (adaptive)"
     paper = "Fayyaz et al., Adaptive Token Sampling for Efficient Vision Transformers, ECCV 2022"
     reference = "adaptivetokensampling/ATS 9271257: libs/models/transformers/ats_block.py L36-355, vit.py L362-396"
     knob = "K"
+    knob_hint = "K=INT (tokens kept, class token included)"
     adaptive = True
     produces_ranking = True
     params = (
@@ -147,28 +141,17 @@ class ATS(Method):
             None,
             "most tokens kept at each stage, class token included (K - 1 body samples), >= 2",
             as_int,
-            check_k,
+            tokens_per_stage,
         ),
         Param(
             "blocks",
             None,
             "blocks after whose attention tokens are sampled (default: 3)",
             int_tuple,
-            lambda v, a: None if v is None else block_list(v, a),
+            block_list,
         ),
         attention_score.SCORE_PARAM,
     )
-
-    def validate(self) -> None:
-        if self.values["K"] is None:
-            raise CliprankError("ats: set K=INT (tokens kept, class token included) or pass --budget")
-        if self.values["blocks"] is None:
-            self.values["blocks"] = (min(DEFAULT_BLOCK, self.arch.depth - 1),)
-        attention_score.resolve(self.values, self.arch)
-
-    @property
-    def label(self) -> str:
-        return attention_score.label(self.values["score"])
 
     def body_bounds(self) -> list[tuple[int, int]]:
         """Most body tokens entering each block's attention and MLP."""

@@ -18,27 +18,21 @@ SigLIP2, PE-Core bigG) have no such row, so these methods take a `score` paramet
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from cliprank.engine.context import LayerContext
 from cliprank.engine.plan import CLS_ATTENTION, RECEIVED_ATTENTION
 from cliprank.engine.state import TokenState
-from cliprank.methods.base import Param
+from cliprank.errors import CliprankError
+from cliprank.methods.base import Method
+from cliprank.methods.knobs import AUTO, CLS, RECEIVED, Param, as_text, importance_score
+from cliprank.methods.prune_at import DEFAULT_BLOCK
 from cliprank.models.arch import VisionArch
 
-AUTO, CLS, RECEIVED = "auto", "cls", "received"
 CLS_FREE_LABEL = "CLS-free score"
 NEEDS = {CLS: CLS_ATTENTION, RECEIVED: RECEIVED_ATTENTION}
-
-
-def check_score(value: str, arch: VisionArch) -> str | None:
-    if value not in (AUTO, CLS, RECEIVED):
-        return f"must be one of {AUTO}, {CLS}, {RECEIVED}"
-    if value == CLS and not arch.class_token:
-        return "needs a class token, which this tower has none of; use score=received (the CLS-free score)"
-    return None
 
 
 SCORE_PARAM = Param(
@@ -46,8 +40,8 @@ SCORE_PARAM = Param(
     AUTO,
     "token importance: cls (class-token attention), received (mean attention a token receives: CLS-free), "
     "auto (cls when the tower has a class token)",
-    str,
-    check_score,
+    as_text,
+    importance_score,
 )
 
 
@@ -80,3 +74,25 @@ def body_scores(state: TokenState, context: LayerContext, score: str, cls_heads:
 def row_overhead(score: str, tokens: float, width: int) -> float:
     """MACs of the score beyond the block's own attention: one extra query row for CLS, none for received."""
     return tokens * width if score == CLS else 0.0
+
+
+class AttentionRanked(Method):
+    """What Top-K, EViT and ATS share: a budget knob that must be set, reduction blocks with a default,
+    and a `score` resolved for the tower — labelled in every report when it is the CLS-free one."""
+
+    knob_hint: ClassVar[str]  # how to set the knob by hand, e.g. "keep=FRACTION"
+
+    def default_blocks(self) -> tuple[int, ...]:
+        """One reduction, after block 3 (Top-K's and ATS's setting in the Patch Ranking comparison)."""
+        return (min(DEFAULT_BLOCK, self.arch.depth - 1),)
+
+    def validate(self) -> None:
+        if self.values[self.knob] is None:
+            raise CliprankError(f"{self.name}: set {self.knob_hint} or pass --budget")
+        if self.values["blocks"] is None:
+            self.values["blocks"] = self.default_blocks()
+        resolve(self.values, self.arch)
+
+    @property
+    def label(self) -> str:
+        return label(self.values["score"])

@@ -17,31 +17,20 @@ changes, the text classifier it scores with — so no pipeline ever asks for a m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import Plan
 from cliprank.errors import CliprankError
-from cliprank.io import reason
+from cliprank.methods.knobs import Param, judge
 from cliprank.models.arch import VisionArch
 
 if TYPE_CHECKING:
     import torch
 
     from cliprank.models.loading import LoadedModel
-
-
-@dataclass(frozen=True)
-class Param:
-    """A declared method parameter: how to coerce it, how to check it, what it means."""
-
-    name: str
-    default: Any
-    help: str
-    coerce: Callable[[Any], Any] = lambda value: value
-    check: Callable[[Any, VisionArch], str | None] = lambda value, arch: None  # error text or None
 
 
 @dataclass
@@ -76,19 +65,9 @@ class Method(ABC):
         if unknown:
             valid = ", ".join(declared) or "none"
             raise CliprankError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; valid: {valid}")
-        self.values: dict[str, Any] = {}
-        for param in self.params:
-            raw = values.get(param.name, param.default)
-            try:
-                value = param.coerce(raw) if raw is not None else None
-            except (TypeError, ValueError) as err:
-                raise CliprankError(
-                    f"{self.name}: {param.name}={raw!r} is invalid ({reason(err)}); {param.help}"
-                ) from err
-            problem = param.check(value, arch)
-            if problem:
-                raise CliprankError(f"{self.name}: {param.name}={raw!r} {problem}")
-            self.values[param.name] = value
+        self.values: dict[str, Any] = {
+            param.name: judge(self.name, param, values.get(param.name, param.default), arch) for param in self.params
+        }
         self.validate()
 
     def validate(self) -> None:  # noqa: B027  (a hook: most methods need no cross-parameter check)
@@ -140,64 +119,3 @@ REGISTRY: dict[str, type[Method]] = {}  # the built-in methods; `cliprank.method
 def register(cls: type[Method]) -> type[Method]:
     REGISTRY[cls.name] = cls
     return cls
-
-
-# ----- reusable coercions and checks -----
-
-
-def fraction(value: Any, arch: VisionArch) -> str | None:
-    return None if 0 < value <= 1 else "must be in (0, 1]"
-
-
-def block_index(value: Any, arch: VisionArch) -> str | None:
-    if value is None:
-        return None
-    return None if 0 <= value < arch.depth else f"must be a block index in 0..{arch.depth - 1}"
-
-
-def block_list(value: Any, arch: VisionArch) -> str | None:
-    if not value:
-        return "must list at least one block"
-    bad = [b for b in value if not 0 <= b < arch.depth]
-    if bad:
-        return f"has blocks outside 0..{arch.depth - 1}: {bad}"
-    if list(value) != sorted(set(value)):
-        return "must list distinct blocks in increasing order"
-    return None
-
-
-def int_tuple(value: Any) -> tuple[int, ...]:
-    if isinstance(value, (int, float)):
-        return (int(value),)
-    if isinstance(value, str):
-        value = [v for v in value.replace("/", " ").replace(",", " ").split() if v]
-    return tuple(int(v) for v in value)
-
-
-def non_negative_int(value: Any, arch: VisionArch) -> str | None:
-    return None if value >= 0 else "must be >= 0"
-
-
-def as_int(value: Any) -> int:
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError("expected an integer")
-    return int(value)
-
-
-def as_bool(value: Any) -> bool:
-    """A switch given as a bool, 0/1, or text (true/false, yes/no, on/off) from the CLI or a recipe."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
-    if isinstance(value, (bool, int)) and value in (0, 1):
-        return bool(value)
-    raise ValueError("expected true or false")
-
-
-def default_blocks(arch: VisionArch, quarters: Iterable[int] = (1, 2, 3)) -> tuple[int, ...]:
-    """EViT's (3, 6, 9) of a 12-block ViT, scaled to this depth."""
-    return tuple(sorted({max(1, arch.depth * q // 4) for q in quarters}))

@@ -35,16 +35,8 @@ from cliprank.engine.plan import Plan
 from cliprank.engine.state import FUSED, TokenState
 from cliprank.errors import CliprankError
 from cliprank.methods import attention_score
-from cliprank.methods.base import (
-    Method,
-    Param,
-    as_bool,
-    block_list,
-    default_blocks,
-    fraction,
-    int_tuple,
-    register,
-)
+from cliprank.methods.base import register
+from cliprank.methods.knobs import Param, as_bool, as_float, block_list, fraction, int_tuple
 from cliprank.methods.topk import kept_after
 from cliprank.models.arch import VisionArch
 
@@ -105,7 +97,7 @@ def evit_op(keep: float, fuse: bool, normalize_fused: bool = False, score: str =
 
 
 @register
-class EViT(Method):
+class EViT(attention_score.AttentionRanked):
     name = "evit"
     summary = "keep the patches with the highest CLS attention, fuse the rest into one token"
     paper = (
@@ -114,21 +106,22 @@ class EViT(Method):
     )
     reference = "youweiliang/evit 5ca95a7: evit.py L192-267, helpers.py L52-73"
     knob = "keep"
+    knob_hint = "keep=FRACTION"
     produces_ranking = True
     params = (
         Param(
             "keep",
             None,
             "fraction of the current body kept at each location, in (0, 1]",
-            float,
-            lambda v, a: None if v is None else fraction(v, a),
+            as_float,
+            fraction,
         ),
         Param(
             "blocks",
             None,
             "blocks after whose attention tokens are reorganised (default: 3,6,9 of 12)",
             int_tuple,
-            lambda v, a: None if v is None else block_list(v, a),
+            block_list,
         ),
         Param("fuse", True, "fuse the inattentive tokens into one extra token (false: drop them)", as_bool),
         Param(
@@ -140,18 +133,14 @@ class EViT(Method):
         attention_score.SCORE_PARAM,
     )
 
+    def default_blocks(self) -> tuple[int, ...]:
+        """EViT's (3, 6, 9) of a 12-block ViT, scaled to this depth."""
+        return tuple(sorted({max(1, self.arch.depth * q // 4) for q in (1, 2, 3)}))
+
     def validate(self) -> None:
-        if self.values["keep"] is None:
-            raise CliprankError("evit: set keep=FRACTION or pass --budget")
-        if self.values["blocks"] is None:
-            self.values["blocks"] = default_blocks(self.arch)
         if self.values["normalize_fused"] and not self.values["fuse"]:
             raise CliprankError("evit: normalize_fused applies to the fused token; set fuse=true or drop it")
-        attention_score.resolve(self.values, self.arch)
-
-    @property
-    def label(self) -> str:
-        return attention_score.label(self.values["score"])
+        super().validate()
 
     def stages(self) -> list[tuple[int, int, int]]:
         """(body entering attention, body kept, body entering MLP) per block, fused token included."""

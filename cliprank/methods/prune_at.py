@@ -20,7 +20,8 @@ from cliprank.engine.context import LayerContext
 from cliprank.engine.plan import Plan
 from cliprank.engine.state import TokenState
 from cliprank.errors import CliprankError
-from cliprank.methods.base import Method, Param, Resources, as_int, block_index, fraction, register
+from cliprank.methods.base import Method, Resources, register
+from cliprank.methods.knobs import Param, as_float, as_int, as_text, block_index, fraction
 from cliprank.methods.ops import keep_top
 from cliprank.models.arch import VisionArch
 
@@ -89,8 +90,8 @@ class PruneAtBase(Method):
             "keep",
             None,
             "fraction of patch tokens kept, in (0, 1]",
-            float,
-            lambda v, a: None if v is None else fraction(v, a),
+            as_float,
+            fraction,
         ),
         Param("block", DEFAULT_BLOCK, "block before which patches are removed", as_int, block_index),
     )
@@ -131,7 +132,7 @@ class PruneAt(PruneAtBase):
     summary = "one-shot pruning before a block by a chosen per-patch score"
     paper = "Wu et al., Patch Ranking: Token Pruning as Ranking Prediction for Efficient CLIP, WACV 2025"
     in_all = False  # its scores are random, golden and predictor, which `all` runs as methods of their own
-    params = PruneAtBase.params + (Param("score", "random", "per-patch score: random, golden or predictor", str),)
+    params = PruneAtBase.params + (Param("score", "random", "per-patch score: random, golden or predictor", as_text),)
 
     def make_scorer(self) -> Scorer:
         name = self.values["score"]

@@ -82,7 +82,9 @@ def parse_method_spec(text: str) -> MethodSpec:
         key, equals, value = item.partition("=")
         key = key.strip()
         if not equals or not key.isidentifier():
-            raise CliprankError(f"bad knob '{item}' in '{text}'; write key=value, e.g. {name}(keep=0.7)")
+            raise CliprankError(
+                f"bad knob '{item}' in '{text}'; write key=value pairs separated by commas, a list as [8,8,4] or 8/8/4"
+            )
         if key in knobs:
             raise CliprankError(f"knob '{key}' is given twice in '{text}'")
         if not value.strip():

@@ -29,38 +29,10 @@ from cliprank.engine.context import LayerContext
 from cliprank.engine.plan import KEYS, Plan
 from cliprank.engine.state import TokenState
 from cliprank.errors import CliprankError
-from cliprank.methods.base import Method, Param, as_bool, as_int, register
+from cliprank.methods.base import Method, register
+from cliprank.methods.knobs import Param, RValue, as_bool, as_float, inflection, merges_per_block, r_setting
 from cliprank.models.arch import VisionArch
 from cliprank.precision import autocast_off
-
-RValue = int | tuple[int, ...]
-
-
-def r_setting(value: Any) -> RValue:
-    """One integer for every block, or a per-block tuple (a list, or text such as "8,8,4" or "[8]")."""
-    if isinstance(value, str):
-        text = value.strip()
-        listed = text.startswith("[") or any(sep in text for sep in ", /")
-        parts = text.strip("[]").replace(",", " ").replace("/", " ").split()
-        return tuple(as_int(int(part)) for part in parts) if listed else as_int(int(text))
-    if isinstance(value, (list, tuple)):
-        return tuple(as_int(v) for v in value)
-    return as_int(value)
-
-
-def check_r(value: RValue | None, arch: VisionArch) -> str | None:
-    if value is None:
-        return None
-    per_block = value if isinstance(value, tuple) else (value,)
-    if any(v < 0 for v in per_block):
-        return "must be >= 0 (tokens merged per block)"
-    if isinstance(value, tuple) and len(value) > arch.depth:
-        return f"lists {len(value)} blocks but the tower has {arch.depth}; give at most {arch.depth} values"
-    return None
-
-
-def check_inflect(value: float, arch: VisionArch) -> str | None:
-    return None if -1 <= value <= 1 else "must be in [-1, 1] (0: constant r; 1: from 0 up to 2r; -1: from 2r down to 0)"
 
 
 def r_per_block(r: RValue, inflect: float, depth: int) -> list[int]:
@@ -156,14 +128,14 @@ class ToMe(Method):
             None,
             "tokens merged per block: an integer, or a per-block list such as 8,8,4 (padded with 0)",
             r_setting,
-            check_r,
+            merges_per_block,
         ),
         Param(
             "inflect",
             0.0,
             "linear trend of a constant r over the blocks, in [-1, 1] (ToMe's (r, inflect))",
-            float,
-            check_inflect,
+            as_float,
+            inflection,
         ),
         Param("prop_attn", True, "proportional attention: add log(token size) to the attention logits", as_bool),
     )

@@ -16,11 +16,10 @@ from typing import Any
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import Plan
-from cliprank.errors import CliprankError
 from cliprank.methods import attention_score
-from cliprank.methods.base import Method, Param, block_list, fraction, int_tuple, register
+from cliprank.methods.base import register
+from cliprank.methods.knobs import Param, as_float, block_list, fraction, int_tuple
 from cliprank.methods.ops import keep_top
-from cliprank.methods.prune_at import DEFAULT_BLOCK
 from cliprank.models.arch import VisionArch
 
 
@@ -31,41 +30,31 @@ def kept_after(keep: float, body: int) -> int:
 
 
 @register
-class TopK(Method):
+class TopK(attention_score.AttentionRanked):
     name = "topk"
     summary = "keep the patches with the highest CLS attention (no fusion)"
     paper = "Liang et al., Not All Patches are What You Need (EViT), ICLR 2022 — selection without fusion"
     reference = "youweiliang/evit 5ca95a7 with fuse_token=False: evit.py L192-267"
     knob = "keep"
+    knob_hint = "keep=FRACTION"
     produces_ranking = True
     params = (
         Param(
             "keep",
             None,
             "fraction of the current body kept at each block, in (0, 1]",
-            float,
-            lambda v, a: None if v is None else fraction(v, a),
+            as_float,
+            fraction,
         ),
         Param(
             "blocks",
             None,
             "blocks after whose attention tokens are dropped (default: 3)",
             int_tuple,
-            lambda v, a: None if v is None else block_list(v, a),
+            block_list,
         ),
         attention_score.SCORE_PARAM,
     )
-
-    def validate(self) -> None:
-        if self.values["keep"] is None:
-            raise CliprankError("topk: set keep=FRACTION or pass --budget")
-        if self.values["blocks"] is None:
-            self.values["blocks"] = (min(DEFAULT_BLOCK, self.arch.depth - 1),)
-        attention_score.resolve(self.values, self.arch)
-
-    @property
-    def label(self) -> str:
-        return attention_score.label(self.values["score"])
 
     def body_counts(self) -> list[tuple[int, int]]:
         """(body entering attention, body entering MLP) per block."""

@@ -45,6 +45,7 @@ COCA = "CoCa: its captioning decoder reads every image token"
 HYBRID_STEM = "hybrid: convolutional stem (HybridEmbed)"
 
 # timm model names by family, first match wins: the refusal, or "" for the families an adapter runs
+UNKNOWN_FAMILY = "of a family cliprank does not know; loading it tells whether it works"
 TIMM_FAMILIES: tuple[tuple[str, str], ...] = (
     (r"^convnext", NOT_TOKEN_TOWERS["ConvNeXt"]),
     (r"^fastvit", NOT_TOKEN_TOWERS["FastVit"]),
@@ -92,7 +93,7 @@ def refusal(config: dict[str, Any]) -> str | None:
         for pattern, reason in TIMM_FAMILIES:
             if re.search(pattern, timm_name):
                 return reason or None
-        return f"timm model {timm_name} is of a family cliprank does not know; loading it tells whether it works"
+        return f"timm model {timm_name} is {UNKNOWN_FAMILY}"
     if isinstance(vision.get("layers"), (list, tuple)):
         return NOT_TOKEN_TOWERS["ModifiedResNet"]
     if vision.get("attentional_pool"):
@@ -168,16 +169,30 @@ def tags(name: str) -> list[str]:
 
 
 def check_model(name: str) -> None:
-    """Refuse an unknown model name in one line (names with open_clip's hf-hub:/local-dir: prefixes pass).
+    """Refuse an unknown model name, or a model whose config already says its tower cannot be reduced,
+    in one line (names with open_clip's hf-hub:/local-dir: prefixes pass).
 
     Once open_clip is imported, configs may have been registered at run time (`add_model_config`), which
     only its own registry knows: the load checks those.
     """
-    if name.startswith(REMOTE_PREFIXES) or name in configs() or "open_clip" in sys.modules:
+    if name.startswith(REMOTE_PREFIXES):
+        return
+    if name in configs():
+        reason = refusal(configs()[name])
+        if reason and not reason.endswith(UNKNOWN_FAMILY):  # an unknown timm family: building it tells
+            raise CliprankError(
+                f"model '{name}' is not supported: {reason}; run `cliprank models` for the supported ones"
+            )
+        return
+    if "open_clip" in sys.modules:
         return
     close = difflib.get_close_matches(name, list(configs()), n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise CliprankError(f"unknown model '{name}'; {hint}run `cliprank models` to list the supported ones")
+
+
+def unsupported(name: str, reason: str) -> str:
+    return f"model '{name}' is not supported: {reason}; run `cliprank models` for the supported ones"
 
 
 def looks_like_path(value: str) -> bool:

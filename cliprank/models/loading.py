@@ -122,7 +122,7 @@ def check_model_name(name: str) -> dict[str, Any]:
         raise CliprankError(f"unknown model '{name}'; {hint}run `cliprank models` to list the supported ones")
     reason = vision_refusal(name)
     if reason:
-        raise CliprankError(f"model '{name}' is not supported: {reason}; run `cliprank models` for the supported ones")
+        raise CliprankError(catalog.unsupported(name, reason))
     return config
 
 
