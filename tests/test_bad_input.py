@@ -175,16 +175,35 @@ CASES: dict[str, Case] = {
     "empty knob value (topk)": Case((*EVALUATE, "--method", "topk(keep=)"), "knob 'keep' has no value", early=True),
     "unclosed bracket": Case(("profile", "--method", "topk(keep=0.5"), "bracket", early=True),
     "budget out of range": Case((*EVALUATE, "--method", "topk", "--budget", "1.5"), "out of range", early=True),
-    "bad knob value": Case((*EVALUATE, "--pretrained", "none", "--method", "topk(keep=0)"), "keep=0"),
+    "bad knob value": Case((*EVALUATE, "--pretrained", "none", "--method", "topk(keep=0)"), "keep=0", early=True),
+    "knob of the wrong type": Case((*EVALUATE, "--method", "random(seed=1.5)"), "expected an integer", early=True),
+    "negative ToMe r (recipe-style list)": Case((*EVALUATE, "--method", "tome(r=[8,-1])"), "must be >= 0", early=True),
+    "blocks out of order": Case(("profile", "--method", "evit(blocks=3/1)"), "increasing order", early=True),
+    "unknown importance score": Case((*EVALUATE, "--method", "ats(score=cos)"), "must be one of", early=True),
+    "block beyond the tower": Case((*EVALUATE, "--pretrained", "none", "--method", "topk(blocks=99)"), "0..5"),
+    "list knob without brackets": Case((*EVALUATE, "--method", "tome(r=8,8)"), "a list as [8,8,4]", early=True),
+    "convolutional model": Case(
+        (*EVALUATE, "--model", "RN50", "--pretrained", "none"), "'RN50' is not supported: convolutional", early=True
+    ),
     "unknown knob (profile)": Case(
         ("profile", "--pretrained", "none", "--method", "topk(kep=0.5)"), "unknown param", early=True
     ),
-    "search knob out of range": Case(("search", "--pretrained", "none", "--dataset", "digits", "--unit", "0"), "unit"),
+    "search knob out of range": Case(
+        ("search", "--pretrained", "none", "--dataset", "digits", "--unit", "0"), "unit=0 must be >= 1", early=True
+    ),
+    "search total not a fraction": Case(("search", "-d", "digits", "--total", "1.5"), "fraction in (0, 1)", early=True),
+    "unknown search score": Case(("search", "-d", "digits", "--score", "cosine"), "must be one of", early=True),
+    "search block beyond the tower": Case(("search", "-d", "digits", "--block", "9"), "block=9 must be in 1..5"),
     "unknown dataset": Case((*EVALUATE, "--dataset", "mnistt", "--method", "none"), "unknown dataset", early=True),
     "missing dataset offline": Case((*EVALUATE, "--pretrained", "none", "--dataset", "pets"), "dataset-root"),
     "golden without rankings": Case((*EVALUATE, "--pretrained", "none", "--method", "golden"), "rankings"),
     "profile golden without images": Case(("profile", "--method", "golden", "--budget", "0.8"), "--dataset"),
     "add-tokens count 0": Case((*ADD_TOKENS, "--count", "0"), "nothing to train", early=True),
+    "add-tokens unknown placement": Case((*ADD_TOKENS, "--placement", "wide"), "shallow, deep", early=True),
+    "add-tokens learning rate 0": Case((*ADD_TOKENS, "--lr", "0"), "lr=0.0 must be > 0", early=True),
+    "add-tokens block beyond the tower": Case((*ADD_TOKENS, "--block", "9"), "block=9 must be in 0..5"),
+    "train-predictor unknown target": Case((*TRAIN, "--target", "best"), "graded, authors", early=True),
+    "train-predictor unknown preset": Case((*TRAIN, "--preset", "paper"), "unknown preset 'paper'", early=True),
     # devices
     "device tpu (evaluate)": Case((*EVALUATE, "--device", "tpu"), "device 'tpu' is not supported", early=True),
     "device tpu (search)": Case(("search", "-d", "digits", "--device", "tpu"), "device 'tpu'", early=True),

@@ -25,7 +25,8 @@ import torch
 from cliprank.cli import main
 from cliprank.distributed import Distributed
 from cliprank.precision import FP32
-from cliprank.predictor.train import TrainingData, TrainSettings, train
+from cliprank.predictor.settings import TrainSettings
+from cliprank.predictor.train import TrainingData, train
 from cliprank.report.schema import load_report
 from cliprank.search.store import Rankings
 

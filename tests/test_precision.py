@@ -40,7 +40,7 @@ from cliprank.search.units import make_units, unit_matrix
 from cliprank.tokens.io import save_tokens
 from cliprank.tokens.model import LearnedTokens, TokenConfig
 from cliprank.tokens.pipeline import TokensJob, run_add_tokens
-from cliprank.tokens.train import TokenTrainSettings
+from cliprank.tokens.settings import TokenTrainSettings
 
 LOW = ("amp_bf16", "bf16")  # autocast with float32 weights, and weights cast to bf16: what CPUs run
 

@@ -16,7 +16,8 @@ from cliprank.models import describe
 from cliprank.precision import FP32
 from cliprank.predictor.io import LoadedPredictor, load_predictor, save_predictor
 from cliprank.predictor.model import PredictorConfig, RankingPredictor
-from cliprank.predictor.train import TrainingData, TrainSettings, kl_loss, kl_target, margin_loss, train
+from cliprank.predictor.settings import TrainSettings
+from cliprank.predictor.train import TrainingData, kl_loss, kl_target, margin_loss, train
 from cliprank.search.greedy import ranking_to_scores
 
 
@@ -95,7 +96,8 @@ def test_pool_reduction_is_the_authors_parameter_free_head() -> None:
 
 
 def test_presets_name_the_two_configurations() -> None:
-    from cliprank.predictor.train import SCHEDULES, preset_settings
+    from cliprank.predictor.settings import preset_settings
+    from cliprank.predictor.train import SCHEDULES
 
     authors = preset_settings("authors", epochs=3)
     assert (authors.target, authors.reduction, authors.schedule, authors.epochs) == (
@@ -253,3 +255,16 @@ def test_predictor_method_prunes_by_its_scores_and_pays_for_them(tiny, tiny_imag
         expected = module(entering.x)
     assert torch.allclose(trace.patch_scores, expected)
     assert torch.equal(ranking_to_scores(expected.argsort(1, descending=True)).argsort(1), expected.argsort(1))
+
+
+def test_the_settings_name_exactly_what_training_implements() -> None:
+    """The command line judges --target, --schedule and --reduction from these names before torch loads."""
+    from cliprank.predictor import settings
+    from cliprank.predictor.model import PredictorConfig, RankingPredictor
+    from cliprank.predictor.train import SCHEDULES, TARGETS
+
+    assert tuple(TARGETS) == settings.TARGET_NAMES and tuple(SCHEDULES) == settings.SCHEDULE_NAMES
+    for reduction in settings.REDUCTIONS:  # each builds a head
+        RankingPredictor(
+            PredictorConfig(tokens=5, width=8, dim=4, token_hidden=4, channel_hidden=4, reduction=reduction)
+        )

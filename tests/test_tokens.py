@@ -15,7 +15,7 @@ from cliprank.models.loading import LoadedModel
 from cliprank.tokens.io import LoadedTokens, TokensSet, load_tokens, save_tokens
 from cliprank.tokens.model import LearnedTokens, TokenConfig
 from cliprank.tokens.pipeline import TokensJob, run_add_tokens
-from cliprank.tokens.train import TokenTrainSettings
+from cliprank.tokens.settings import TokenTrainSettings
 
 
 def config(tiny, **changes) -> TokenConfig:

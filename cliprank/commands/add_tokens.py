@@ -20,8 +20,8 @@ from cliprank.commands.options import (
     check_inputs,
     check_models,
     checked_specs,
-    progress_bar,
     resource_files,
+    run_on_model,
     set_threads,
     split_list,
 )
@@ -29,6 +29,7 @@ from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
 from cliprank.io import check_output_file
 from cliprank.methods.spec import parse_budgets
+from cliprank.tokens.settings import TokenTrainSettings, check_token_config
 
 
 @app.command("add-tokens")
@@ -79,19 +80,19 @@ def add_tokens_command(
     budgets = parse_budgets(budget)
     if len(budgets) != 1:
         raise CliprankError("add-tokens trains tokens for one budget; pass a single --budget")
-    if count == 0 and text_context == 0:
-        raise CliprankError("add-tokens: --count 0 and no --text-context leave nothing to train; pass --count N")
     datasets = split_list(dataset)
     check_datasets(datasets)
     check_device_name(device)
     check_inputs(rankings, predictor)
     check_output_file(out)
     check_output_file(out.with_name(out.name + ".ckpt"), "--out's training checkpoint")
+    check_token_config(count, block, placement, text_context, depth=None, objective=objective)  # the tower: later
+    settings = TokenTrainSettings(
+        objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
+    )
+    settings.validate()
     # imported only now: they load torch, and `--help` and bad input must not wait for it
-    from cliprank.distributed import Distributed
-    from cliprank.models.loading import load_model
     from cliprank.tokens.pipeline import TokensJob, run_add_tokens
-    from cliprank.tokens.train import TokenTrainSettings
 
     set_threads(threads)
     name, values = specs[0]
@@ -110,24 +111,22 @@ def add_tokens_command(
         limit=limit,
         dataset_root=dataset_root,
         files=resource_files(rankings, predictor),
-        settings=TokenTrainSettings(
-            objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
-        ),
+        settings=settings,
         skip_unreadable=skip_unreadable,
     )
-    with Distributed.from_environment(device) as dist:
-        loaded = load_model(
-            model,
-            pretrained,
-            device=dist.device,
-            quick_gelu=quick_gelu,
-            trust_torchscript=trust_torchscript,
-            precision=precision,
-        )
-        with progress_bar(dist) as progress:
-            path, info = run_add_tokens(loaded, job, progress, dist)
-        if not dist.is_main:
-            return
+    ran = run_on_model(
+        run_add_tokens,
+        job,
+        device=device,
+        model=model,
+        pretrained=pretrained,
+        quick_gelu=quick_gelu,
+        trust_torchscript=trust_torchscript,
+        precision=precision,
+    )
+    if ran is None:
+        return
+    (path, info), _ = ran
     best, without = info["best"], info["heldout_without_tokens"]
     table = Table(title=f"held-out ({val_split}) top-1, epoch {best['epoch']} (selected by {info['selected_by']})")
     table.add_column("dataset")

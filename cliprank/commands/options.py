@@ -9,9 +9,10 @@ datasets, device, the files it reads and the outputs it writes — and only then
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -33,7 +34,10 @@ from cliprank.precision import DEFAULTS, PRECISIONS
 
 if TYPE_CHECKING:
     from cliprank.distributed import Distributed
+    from cliprank.models.loading import LoadedModel
     from cliprank.resources import ResourceFiles
+
+Result = TypeVar("Result")
 
 EMBEDDED_DATASETS = "digits,textiles,faces"
 
@@ -157,6 +161,40 @@ def progress_bar(dist: Distributed) -> AbstractContextManager[Progress | None]:
         TimeRemainingColumn(),
         transient=False,
     )
+
+
+def run_on_model(
+    pipeline: Callable[[LoadedModel, Any, Progress | None, Distributed], Result],
+    job: Any,
+    *,
+    device: str,
+    model: str,
+    pretrained: str,
+    quick_gelu: bool | None,
+    trust_torchscript: bool,
+    precision: str | None,
+) -> tuple[Result, Distributed] | None:
+    """Load the model on this process's device and run one long pipeline under rank 0's progress bars.
+
+    The shape search, train-predictor and add-tokens share. What they report comes from rank 0, so
+    the other ranks get None; rank 0 gets the result and the (finished) process group's facts.
+    """
+    # imported only when a command runs: they load torch, and `--help` and bad input must not wait for it
+    from cliprank.distributed import Distributed
+    from cliprank.models.loading import load_model
+
+    with Distributed.from_environment(device) as dist:
+        loaded = load_model(
+            model,
+            pretrained,
+            device=dist.device,
+            quick_gelu=quick_gelu,
+            trust_torchscript=trust_torchscript,
+            precision=precision,
+        )
+        with progress_bar(dist) as progress:
+            result = pipeline(loaded, job, progress, dist)
+    return (result, dist) if dist.is_main else None
 
 
 def status_line() -> Progress:

@@ -16,11 +16,12 @@ from cliprank.commands.options import (
     check_datasets,
     check_device_name,
     check_models,
-    progress_bar,
+    run_on_model,
     set_threads,
 )
 from cliprank.commands.recipes import RecipeOption
 from cliprank.io import check_output_file
+from cliprank.search.settings import SearchSettings
 
 
 @app.command("search")
@@ -57,18 +58,17 @@ def search_command(
     check_device_name(device)
     if out is not None:  # the default one is checked once the model and data name it
         check_output_file(out)
+    settings = SearchSettings(
+        block=block, unit=unit, step_tokens=step_tokens, total=total, score=score, direction=direction
+    )
+    settings.validate(arch=None)  # the tower's limits are judged once the model is loaded
     # imported only now: they load torch, and `--help` and bad input must not wait for it
-    from cliprank.distributed import Distributed
-    from cliprank.models.loading import load_model
-    from cliprank.search.greedy import SearchSettings
     from cliprank.search.run import SearchJob, run_search
 
     set_threads(threads)
     job = SearchJob(
         dataset=dataset,
-        settings=SearchSettings(
-            block=block, unit=unit, step_tokens=step_tokens, total=total, score=score, direction=direction
-        ),
+        settings=settings,
         split=split,
         limit=limit,
         dataset_root=dataset_root,
@@ -78,23 +78,21 @@ def search_command(
         max_batch_tokens=max_batch_tokens,
         skip_unreadable=skip_unreadable,
     )
-    with Distributed.from_environment(device) as dist:
-        loaded = load_model(
-            model,
-            pretrained,
-            device=dist.device,
-            quick_gelu=quick_gelu,
-            trust_torchscript=trust_torchscript,
-            precision=precision,
-        )
-        with progress_bar(dist) as progress:
-            outcome = run_search(loaded, job, progress, dist)
-        if not dist.is_main:
-            return
-        stats = outcome.stats
-        shared = (
-            f"{dist.world_size} processes searched {outcome.searched} now; rank 0" if dist.enabled else "this process"
-        )
+    ran = run_on_model(
+        run_search,
+        job,
+        device=device,
+        model=model,
+        pretrained=pretrained,
+        quick_gelu=quick_gelu,
+        trust_torchscript=trust_torchscript,
+        precision=precision,
+    )
+    if ran is None:
+        return
+    outcome, dist = ran
+    stats = outcome.stats
+    shared = f"{dist.world_size} processes searched {outcome.searched} now; rank 0" if dist.enabled else "this process"
     searched = f"{shared} searched {stats.images}"
     if stats.images:
         searched += f" in {stats.seconds:.1f} s, {stats.images_per_hour:.0f} images/hour"

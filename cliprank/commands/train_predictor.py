@@ -19,12 +19,13 @@ from cliprank.commands.options import (
     check_device_name,
     check_inputs,
     check_models,
-    progress_bar,
+    run_on_model,
     set_threads,
     split_list,
 )
 from cliprank.commands.recipes import RecipeOption
 from cliprank.io import check_output_file
+from cliprank.predictor.settings import preset_settings
 
 
 @app.command("train-predictor")
@@ -73,13 +74,6 @@ def train_predictor_command(
     check_inputs(rankings)
     check_output_file(out)
     check_output_file(out.with_name(out.name + ".ckpt"), "--out's training checkpoint")
-    # imported only now: they load torch, and `--help` and bad input must not wait for it
-    from cliprank.distributed import Distributed
-    from cliprank.models.loading import load_model
-    from cliprank.predictor.pipeline import PredictorJob, run_train_predictor
-    from cliprank.predictor.train import preset_settings
-
-    set_threads(threads)
     settings = preset_settings(
         preset,
         target=target,
@@ -94,6 +88,10 @@ def train_predictor_command(
         seed=seed,
     )
     settings.validate()
+    # imported only now: they load torch, and `--help` and bad input must not wait for it
+    from cliprank.predictor.pipeline import PredictorJob, run_train_predictor
+
+    set_threads(threads)
     job = PredictorJob(
         datasets=datasets,
         rankings=list(rankings),
@@ -105,19 +103,19 @@ def train_predictor_command(
         settings=settings,
         skip_unreadable=skip_unreadable,
     )
-    with Distributed.from_environment(device) as dist:
-        loaded = load_model(
-            model,
-            pretrained,
-            device=dist.device,
-            quick_gelu=quick_gelu,
-            trust_torchscript=trust_torchscript,
-            precision=precision,
-        )
-        with progress_bar(dist) as progress:
-            path, info = run_train_predictor(loaded, job, progress, dist)
-        if not dist.is_main:
-            return
+    ran = run_on_model(
+        run_train_predictor,
+        job,
+        device=device,
+        model=model,
+        pretrained=pretrained,
+        quick_gelu=quick_gelu,
+        trust_torchscript=trust_torchscript,
+        precision=precision,
+    )
+    if ran is None:
+        return
+    (path, info), _ = ran
     best = info["best"]
     console = Console()
     console.print(

@@ -24,9 +24,9 @@ import torch.nn as nn
 
 from cliprank.cost.analytic import unpruned_macs
 from cliprank.models.arch import VisionArch
+from cliprank.predictor.settings import REDUCTIONS
 
 MAX_COST_FRACTION = 0.01  # a head costing more than 1% of the tower would eat the savings it ranks for
-REDUCTIONS = ("linear", "pool")  # cliprank's LayerNorm + Linear, or the authors' average pool over channels
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from cliprank.methods.predictor import Predictor
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.features import block_features
 from cliprank.predictor.io import LoadedPredictor, save_predictor
-from cliprank.predictor.train import TrainingData, TrainSettings, align, concatenate, train
+from cliprank.predictor.settings import TrainSettings
+from cliprank.predictor.train import TrainingData, align, concatenate, train
 from cliprank.search.store import RankingIndex
 from cliprank.zeroshot import metrics, zero_shot_classifier
 

@@ -6,7 +6,7 @@ Losses (Patch Ranking, Wu et al., WACV 2025):
 - `margin`: pairwise margin ranking — for sampled pairs (a ranked above b), max(0, m − (s_a − s_b)).
 Adam, lr 1e-3, weight decay 1e-4, 50 epochs, batch 64, cosine schedule, as the authors.
 
-Two named configurations (`PRESETS`):
+Two named configurations (`settings.PRESETS`):
 - `cliprank` (default): the `graded` target, LayerNorm + Linear channel reduction, cosine annealing
   per step down to 0. Every patch the search removed gets its own graded logit, so the predictor
   learns the order of all removed patches, whatever the tower's patch count.
@@ -23,8 +23,6 @@ after every epoch and resumes from the checkpoint when rerun with the same setti
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -38,13 +36,13 @@ from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.features import Features
-from cliprank.predictor.model import REDUCTIONS, PredictorConfig, RankingPredictor
+from cliprank.predictor.model import PredictorConfig, RankingPredictor
+from cliprank.predictor.settings import TrainSettings
 from cliprank.ranking_agreement import agreement
 from cliprank.search.greedy import ranking_to_scores
 from cliprank.search.store import Rankings
 from cliprank.training import Trainable, run_epochs
 
-LOSSES = ("kl", "margin")
 AUTHORS_TAIL_FRACTION = 50 / 196  # the authors' target covers the last 50 of ViT-B/16's 196 ranking entries
 
 
@@ -67,7 +65,7 @@ def authors_target_logits(ranking: torch.Tensor, kept: int) -> torch.Tensor:
     return logits.scatter_(1, ranking[:, patches - tail :], (-5.0 - 0.1 * positions).expand(batch, tail))
 
 
-TARGETS = {"graded": graded_target_logits, "authors": authors_target_logits}
+TARGETS = {"graded": graded_target_logits, "authors": authors_target_logits}  # keys: settings.TARGET_NAMES
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Schedule:
     per_step: bool
 
 
-SCHEDULES = {
+SCHEDULES = {  # keys: settings.SCHEDULE_NAMES
     "cosine-steps": Schedule(
         lambda optimizer, epochs, steps: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps),
         per_step=True,
@@ -92,58 +90,6 @@ SCHEDULES = {
 }
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    loss: str = "kl"
-    target: str = "graded"  # see TARGETS
-    schedule: str = "cosine-steps"  # see SCHEDULES
-    reduction: str = "linear"  # the predictor's channel reduction (PredictorConfig.reduction)
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    margin: float = 1.0
-    pairs: int = 256  # sampled pairs per image for the margin loss
-    dim: int | None = None  # None: the paper's head, sized down to <= 1% of the tower (PredictorConfig.for_arch)
-    token_hidden: int = 32
-    channel_hidden: int = 256
-    seed: int = 0
-
-    def validate(self) -> None:
-        checks = {
-            "loss": (self.loss in LOSSES, f"must be one of {', '.join(LOSSES)}"),
-            "target": (self.target in TARGETS, f"must be one of {', '.join(TARGETS)}"),
-            "schedule": (self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
-            "reduction": (self.reduction in REDUCTIONS, f"must be one of {', '.join(REDUCTIONS)}"),
-            "epochs": (self.epochs >= 1, "must be >= 1"),
-            "batch_size": (self.batch_size >= 1, "must be >= 1"),
-            "lr": (self.lr > 0, "must be > 0"),
-            "weight_decay": (self.weight_decay >= 0, "must be >= 0"),
-            "margin": (self.margin > 0, "must be > 0"),
-            "dim": (self.dim is None or self.dim >= 1, "must be >= 1"),
-        }
-        for name, (ok, problem) in checks.items():
-            if not ok:
-                raise CliprankError(f"train-predictor: {name}={getattr(self, name)!r} {problem}")
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
-
-
-PRESETS = {
-    "cliprank": {},
-    "authors": {"target": "authors", "reduction": "pool", "schedule": "cosine-epochs"},
-}
-
-
-def preset_settings(preset: str, **values: Any) -> TrainSettings:
-    """TrainSettings of a named configuration, with `values` (those not None) on top."""
-    if preset not in PRESETS:
-        raise CliprankError(f"train-predictor: unknown preset '{preset}'; use one of {', '.join(PRESETS)}")
-    given = {key: value for key, value in values.items() if value is not None}
-    return TrainSettings(**{**PRESETS[preset], **given})
 
 
 @dataclass

@@ -20,12 +20,10 @@ were added, then the rest by how much they would have helped. Patches within a u
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,41 +33,10 @@ from cliprank.engine.plan import Plan
 from cliprank.errors import CliprankError
 from cliprank.models.arch import VisionArch
 from cliprank.models.towers import describe
+from cliprank.search.settings import SearchSettings
 from cliprank.search.units import make_units, unit_matrix
 
-SCORE_MODES = ("similarity", "label", "max")
 SCORE_DTYPE = "float64"  # candidate scores are compared in this precision, whatever the model's
-DIRECTIONS = ("backward", "forward")
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    block: int = 3
-    unit: int = 2
-    step_tokens: int = 10
-    total: float = 0.4
-    score: str = "similarity"
-    direction: str = "backward"
-
-    def validate(self, arch: VisionArch) -> None:
-        problems = {
-            "block": None if 0 < self.block < arch.depth else f"must be in 1..{arch.depth - 1}",
-            "unit": None if 1 <= self.unit <= min(arch.grid) else f"must be in 1..{min(arch.grid)}",
-            "step_tokens": None if self.step_tokens >= 1 else "must be >= 1",
-            "total": None if 0 < self.total < 1 else "must be a fraction in (0, 1)",
-            "score": None if self.score in SCORE_MODES else f"must be one of {', '.join(SCORE_MODES)}",
-            "direction": None if self.direction in DIRECTIONS else f"must be one of {', '.join(DIRECTIONS)}",
-        }
-        for name, problem in problems.items():
-            if problem:
-                raise CliprankError(f"search: {name}={getattr(self, name)!r} {problem}")
-
-    def total_patches(self, patches: int) -> int:
-        """Patches removed in total (backward) — forward keeps the complement."""
-        return max(1, min(patches - 1, round(self.total * patches)))
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass

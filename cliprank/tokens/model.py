@@ -24,8 +24,6 @@ from cliprank.engine.plan import Plan
 from cliprank.engine.state import TokenState
 from cliprank.errors import CliprankError
 
-PLACEMENTS = ("shallow", "deep")
-
 
 @dataclass(frozen=True)
 class TokenConfig:

@@ -20,11 +20,10 @@ from cliprank.report.schema import json_ready
 from cliprank.resources import ResourceFiles, load_resources
 from cliprank.tokens.io import LoadedTokens, TokensSet, save_tokens
 from cliprank.tokens.model import LearnedTokens, TokenConfig
+from cliprank.tokens.settings import TokenTrainSettings, check_token_config
 from cliprank.tokens.train import (
     SplitData,
     TokenForward,
-    TokenTrainSettings,
-    check_token_config,
     prepare_split,
     train_tokens,
     validate,

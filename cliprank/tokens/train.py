@@ -33,51 +33,12 @@ from cliprank.errors import CliprankError
 from cliprank.methods.base import Method
 from cliprank.models.loading import LoadedModel
 from cliprank.predictor.features import block_features
-from cliprank.tokens.model import PLACEMENTS, LearnedTokens
+from cliprank.tokens.model import LearnedTokens
+from cliprank.tokens.settings import TokenTrainSettings
 from cliprank.training import Trainable, run_epochs
 from cliprank.zeroshot import LOGIT_SCALE, compute_classifier
 
-OBJECTIVES = ("distill", "fewshot")
-
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TokenTrainSettings:
-    objective: str = "distill"
-    shots: int = 16
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-
-    def validate(self) -> None:
-        checks = {
-            "objective": (self.objective in OBJECTIVES, f"must be one of {', '.join(OBJECTIVES)}"),
-            "shots": (self.shots >= 1, "must be >= 1"),
-            "epochs": (self.epochs >= 1, "must be >= 1"),
-            "batch_size": (self.batch_size >= 1, "must be >= 1"),
-            "lr": (self.lr > 0, "must be > 0"),
-        }
-        for name, (ok, problem) in checks.items():
-            if not ok:
-                raise CliprankError(f"add-tokens: {name}={getattr(self, name)!r} {problem}")
-
-
-def check_token_config(count: int, block: int, placement: str, text_context: int, depth: int, objective: str) -> None:
-    if count < 0:
-        raise CliprankError(f"add-tokens: count={count} must be >= 0")
-    if count == 0 and text_context == 0:
-        raise CliprankError("add-tokens: count=0 and no text context leave nothing to train; give count >= 1")
-    if not 0 <= block < depth:
-        raise CliprankError(f"add-tokens: block={block} must be in 0..{depth - 1}")
-    if placement not in PLACEMENTS:
-        raise CliprankError(f"add-tokens: placement={placement!r} must be one of {', '.join(PLACEMENTS)}")
-    if text_context < 0:
-        raise CliprankError(f"add-tokens: text-context={text_context} must be >= 0")
-    if text_context and objective != "fewshot":
-        raise CliprankError("add-tokens: text context only learns from labels; use --objective fewshot with it")
 
 
 @dataclass
