@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -163,16 +164,22 @@ def progress_bar(dist: Distributed) -> AbstractContextManager[Progress | None]:
     )
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model options a command that runs one model takes, as typed (checked by `check_models`)."""
+
+    name: str
+    pretrained: str
+    quick_gelu: bool | None
+    trust_torchscript: bool
+    precision: str | None
+
+
 def run_on_model(
     pipeline: Callable[[LoadedModel, Any, Progress | None, Distributed], Result],
     job: Any,
-    *,
     device: str,
-    model: str,
-    pretrained: str,
-    quick_gelu: bool | None,
-    trust_torchscript: bool,
-    precision: str | None,
+    model: ModelChoice,
 ) -> tuple[Result, Distributed] | None:
     """Load the model on this process's device and run one long pipeline under rank 0's progress bars.
 
@@ -185,12 +192,12 @@ def run_on_model(
 
     with Distributed.from_environment(device) as dist:
         loaded = load_model(
-            model,
-            pretrained,
+            model.name,
+            model.pretrained,
             device=dist.device,
-            quick_gelu=quick_gelu,
-            trust_torchscript=trust_torchscript,
-            precision=precision,
+            quick_gelu=model.quick_gelu,
+            trust_torchscript=model.trust_torchscript,
+            precision=model.precision,
         )
         with progress_bar(dist) as progress:
             result = pipeline(loaded, job, progress, dist)

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from cliprank.commands import app
 from cliprank.commands.options import (
+    ModelChoice,
     PrecisionOption,
     QuickGeluOption,
     SkipUnreadableOption,
@@ -79,14 +80,7 @@ def search_command(
         skip_unreadable=skip_unreadable,
     )
     ran = run_on_model(
-        run_search,
-        job,
-        device=device,
-        model=model,
-        pretrained=pretrained,
-        quick_gelu=quick_gelu,
-        trust_torchscript=trust_torchscript,
-        precision=precision,
+        run_search, job, device, ModelChoice(model, pretrained, quick_gelu, trust_torchscript, precision)
     )
     if ran is None:
         return

@@ -11,6 +11,7 @@ from rich.table import Table
 from cliprank.commands import app
 from cliprank.commands.options import (
     EMBEDDED_DATASETS,
+    ModelChoice,
     PrecisionOption,
     QuickGeluOption,
     SkipUnreadableOption,
@@ -104,14 +105,7 @@ def train_predictor_command(
         skip_unreadable=skip_unreadable,
     )
     ran = run_on_model(
-        run_train_predictor,
-        job,
-        device=device,
-        model=model,
-        pretrained=pretrained,
-        quick_gelu=quick_gelu,
-        trust_torchscript=trust_torchscript,
-        precision=precision,
+        run_train_predictor, job, device, ModelChoice(model, pretrained, quick_gelu, trust_torchscript, precision)
     )
     if ran is None:
         return
