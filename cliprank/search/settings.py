@@ -40,7 +40,7 @@ class SearchSettings:
             "total": (0 < self.total < 1, "must be a fraction in (0, 1)"),
             "score": (self.score in SCORE_MODES, f"must be one of {', '.join(SCORE_MODES)}"),
             "direction": (self.direction in DIRECTIONS, f"must be one of {', '.join(DIRECTIONS)}"),
-        }  # fmt: skip
+        }
         for name, (ok, problem) in problems.items():
             if not ok:
                 raise CliprankError(f"search: {name}={getattr(self, name)!r} {problem}")
