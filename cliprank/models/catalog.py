@@ -44,8 +44,8 @@ NOT_TOKEN_TOWERS = {
 COCA = "CoCa: its captioning decoder reads every image token"
 HYBRID_STEM = "hybrid: convolutional stem (HybridEmbed)"
 
-# timm model names by family, first match wins: the refusal, or "" for the families an adapter runs
 UNKNOWN_FAMILY = "of a family cliprank does not know; loading it tells whether it works"
+# timm model names by family, first match wins: the refusal, or "" for the families an adapter runs
 TIMM_FAMILIES: tuple[tuple[str, str], ...] = (
     (r"^convnext", NOT_TOKEN_TOWERS["ConvNeXt"]),
     (r"^fastvit", NOT_TOKEN_TOWERS["FastVit"]),
@@ -180,9 +180,7 @@ def check_model(name: str) -> None:
     if name in configs():
         reason = refusal(configs()[name])
         if reason and not reason.endswith(UNKNOWN_FAMILY):  # an unknown timm family: building it tells
-            raise CliprankError(
-                f"model '{name}' is not supported: {reason}; run `cliprank models` for the supported ones"
-            )
+            raise CliprankError(unsupported(name, reason))
         return
     if "open_clip" in sys.modules:
         return
