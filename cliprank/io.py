@@ -174,6 +174,11 @@ def check_output_dir(path: Path, option: str = "--out") -> None:
     _check_writable_folder(path, option, path)
 
 
+def checkpoint_path(out: Path) -> Path:
+    """Where a training job that writes `out` keeps its resumable checkpoint."""
+    return out.with_name(out.name + ".ckpt")
+
+
 def check_output_file(path: Path, option: str = "--out") -> None:
     """Refuse, in one line, an output file that is a folder or whose folder cannot be created or written."""
     path = Path(path).expanduser()

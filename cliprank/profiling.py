@@ -91,8 +91,17 @@ def run_profile(
     if job.dataset is None and readers:
         raise CliprankError(f"{', '.join(readers)}: pruning by each image's searched ranking needs --dataset NAME")
     rows = solve_rows(model.arch, specs, job.budgets, resources)
-    images = probe_images(model, job, job.images, offset=0)
-    batch = probe_images(model, job, job.batch_size, offset=1)
+    dataset = None
+    if job.dataset is not None:  # loaded once: with --skip-unreadable that decodes every file of the split
+        dataset = load_dataset(
+            job.dataset,
+            split=job.split,
+            root=job.dataset_root,
+            transform=model.preprocess,
+            skip_unreadable=job.skip_unreadable,
+        )
+    images = probe_images(model, job, dataset, job.images, offset=0)
+    batch = probe_images(model, job, dataset, job.batch_size, offset=1)
     profiled = []
     with torch_threads(job.threads) as threads:
         for row in rows:
@@ -122,17 +131,10 @@ def run_profile(
     )
 
 
-def probe_images(model: LoadedModel, job: ProfileJob, count: int, offset: int) -> Probe:
-    """`count` images: from `job.dataset` when given (real content), else seeded noise."""
-    if job.dataset is None:
+def probe_images(model: LoadedModel, job: ProfileJob, dataset: Any, count: int, offset: int) -> Probe:
+    """`count` images: the first of `dataset` when given (real content), else seeded noise."""
+    if dataset is None:
         return Probe(random_images(count, model.arch, model.device, job.seed + offset), None)
-    dataset = load_dataset(
-        job.dataset,
-        split=job.split,
-        root=job.dataset_root,
-        transform=model.preprocess,
-        skip_unreadable=job.skip_unreadable,
-    )
     images, _, indices = next(iter(make_loader(dataset, batch_size=min(count, len(dataset)))))
     images = images.to(model.device)
     return Probe(images, batch_meta(dataset.name, job.split, images, indices, hashes=True))

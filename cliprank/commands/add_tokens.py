@@ -28,7 +28,7 @@ from cliprank.commands.options import (
 )
 from cliprank.commands.recipes import RecipeOption
 from cliprank.errors import CliprankError
-from cliprank.io import check_output_file
+from cliprank.io import check_output_file, checkpoint_path
 from cliprank.methods.spec import parse_budgets
 from cliprank.tokens.settings import TokenTrainSettings, check_token_config
 
@@ -86,7 +86,7 @@ def add_tokens_command(
     check_device_name(device)
     check_inputs(rankings, predictor)
     check_output_file(out)
-    check_output_file(out.with_name(out.name + ".ckpt"), "--out's training checkpoint")
+    check_output_file(checkpoint_path(out), "--out's training checkpoint")
     check_token_config(count, block, placement, text_context, depth=None, objective=objective)  # the tower: later
     settings = TokenTrainSettings(
         objective=objective, shots=shots, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed

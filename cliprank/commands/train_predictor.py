@@ -25,7 +25,7 @@ from cliprank.commands.options import (
     split_list,
 )
 from cliprank.commands.recipes import RecipeOption
-from cliprank.io import check_output_file
+from cliprank.io import check_output_file, checkpoint_path
 from cliprank.predictor.settings import preset_settings
 
 
@@ -74,7 +74,7 @@ def train_predictor_command(
     check_device_name(device)
     check_inputs(rankings)
     check_output_file(out)
-    check_output_file(out.with_name(out.name + ".ckpt"), "--out's training checkpoint")
+    check_output_file(checkpoint_path(out), "--out's training checkpoint")
     settings = preset_settings(
         preset,
         target=target,

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cliprank.cost.analytic import Schedule
 from cliprank.engine.plan import Plan
-from cliprank.errors import CliprankError
-from cliprank.methods.knobs import Param, judge
+from cliprank.methods.knobs import Param, check_known, judge
 from cliprank.models.arch import VisionArch
 
 if TYPE_CHECKING:
@@ -60,11 +59,7 @@ class Method(ABC):
     def __init__(self, arch: VisionArch, resources: Resources | None = None, **values: Any):
         self.arch = arch
         self.resources = resources or Resources()
-        declared = {param.name: param for param in self.params}
-        unknown = set(values) - set(declared)
-        if unknown:
-            valid = ", ".join(declared) or "none"
-            raise CliprankError(f"{self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; valid: {valid}")
+        check_known(self.name, [param.name for param in self.params], values)
         self.values: dict[str, Any] = {
             param.name: judge(self.name, param, values.get(param.name, param.default), arch) for param in self.params
         }

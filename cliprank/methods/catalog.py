@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cliprank.errors import CliprankError
-from cliprank.methods.knobs import NAMED, Param, judge, name_of, no_check
+from cliprank.methods.knobs import NAMED, Param, check_known, judge, name_of, no_check
 from cliprank.methods.spec import MethodSpec
 
 if TYPE_CHECKING:
@@ -269,11 +269,7 @@ def check_specs(specs: list[MethodSpec]) -> None:
             info = read_plugin(point)
             if info.params == UNREAD_PARAMS:
                 continue  # what it takes is known once it is imported
-        declared = [param for param, _ in info.params]
-        unknown = sorted(set(knobs) - set(declared))
-        if unknown:
-            valid = ", ".join(declared) or "none"
-            raise CliprankError(f"{name}: unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
+        check_known(name, [param for param, _ in info.params], knobs)
         _judge_values(base, info, knobs)
 
 

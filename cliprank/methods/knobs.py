@@ -80,10 +80,9 @@ def r_setting(value: Any) -> RValue:
     if isinstance(value, str):
         text = value.strip()
         listed = text.startswith("[") or any(sep in text for sep in ", /")
-        parts = text.strip("[]").replace(",", " ").replace("/", " ").split()
-        return tuple(as_int(int(part)) for part in parts) if listed else as_int(int(text))
+        return int_tuple(text.strip("[]")) if listed else as_int(int(text))
     if isinstance(value, (list, tuple)):
-        return tuple(as_int(v) for v in value)
+        return int_tuple(value)
     return as_int(value)
 
 
@@ -171,6 +170,14 @@ class Param:
     help: str
     coerce: Coerce = as_given
     check: Check = no_check
+
+
+def check_known(method: str, declared: list[str], given: dict[str, Any]) -> None:
+    """One line naming the parameters `method` does not take, and those it does."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        valid = ", ".join(declared) or "none"
+        raise CliprankError(f"{method}: unknown parameter(s) {', '.join(unknown)}; valid: {valid}")
 
 
 def judge(method: str, param: Param, raw: Any, arch: VisionArch | None) -> Any:

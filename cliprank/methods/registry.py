@@ -32,7 +32,16 @@ from cliprank.errors import CliprankError
 from cliprank.io import reason
 from cliprank.methods import ats, evit, golden, none, predictor, prune_at, tome, topk  # noqa: F401 (they register)
 from cliprank.methods.base import REGISTRY, Method, Resources
-from cliprank.methods.catalog import ALL, CATALOG, ENTRY_POINTS, MethodInfo, describe, plugin_origin, to_json
+from cliprank.methods.catalog import (
+    ALL,
+    CATALOG,
+    ENTRY_POINTS,
+    MethodInfo,
+    describe,
+    plugin_origin,
+    plugin_points,
+    to_json,
+)
 from cliprank.methods.spec import MethodSpec
 from cliprank.methods.with_tokens import SUFFIX, with_tokens
 
@@ -41,7 +50,7 @@ RESOURCE_KINDS = frozenset(f.name for f in fields(Resources)) - {"extra"}
 
 def installed() -> dict[str, type[Method]]:
     """Methods that installed packages declare in the `cliprank.methods` entry-point group, by name."""
-    return {point.name: _load(point) for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name)}
+    return {point.name: _load(point) for point in plugin_points()}
 
 
 def methods() -> dict[str, type[Method]]:
@@ -65,11 +74,8 @@ def method_class(name: str) -> type[Method]:
 
 def described() -> list[MethodInfo]:
     """Every available method as its class describes itself (built-ins, then imported plug-ins)."""
-    points = {point.name: point for point in entry_points(group=ENTRY_POINTS)}
-    return [
-        describe(cls, "cliprank" if name in REGISTRY else plugin_origin(points[name]))
-        for name, cls in methods().items()
-    ]
+    builtins = [describe(REGISTRY[name]) for name in sorted(REGISTRY)]
+    return builtins + [describe(_load(point), plugin_origin(point)) for point in plugin_points()]
 
 
 def write_catalog() -> None:

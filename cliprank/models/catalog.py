@@ -184,9 +184,13 @@ def check_model(name: str) -> None:
         return
     if "open_clip" in sys.modules:
         return
-    close = difflib.get_close_matches(name, list(configs()), n=3)
+    raise CliprankError(unknown_model(name, list(configs())))
+
+
+def unknown_model(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise CliprankError(f"unknown model '{name}'; {hint}run `cliprank models` to list the supported ones")
+    return f"unknown model '{name}'; {hint}run `cliprank models` to list the supported ones"
 
 
 def unsupported(name: str, reason: str) -> str:

@@ -17,7 +17,6 @@ Sources (`pretrained`):
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import io
 import json
@@ -117,9 +116,7 @@ def check_model_name(name: str) -> dict[str, Any]:
     embedded.register()
     config = open_clip.get_model_config(name)
     if config is None:
-        close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise CliprankError(f"unknown model '{name}'; {hint}run `cliprank models` to list the supported ones")
+        raise CliprankError(catalog.unknown_model(name, open_clip.list_models()))
     reason = vision_refusal(name)
     if reason:
         raise CliprankError(catalog.unsupported(name, reason))
@@ -285,8 +282,7 @@ def load_model(
     resolved = resolve_precision(precision, device)
     notes: list[str] = []
     if pretrained == embedded.TAG:
-        if name != embedded.MODEL_NAME:
-            raise CliprankError(f"'embedded' weights exist only for {embedded.MODEL_NAME}; pass a tag or a checkpoint")
+        catalog.check_pretrained(name, pretrained)  # embedded weights exist for one model only
         path = embedded.weights_path()
         with _quiet():
             model = _load_local(name, path, bool(quick_gelu))

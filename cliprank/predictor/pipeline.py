@@ -18,6 +18,7 @@ from cliprank.data import load_dataset
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
 from cliprank.evaluation.passes import DatasetPass, InMemory
+from cliprank.io import checkpoint_path
 from cliprank.methods.base import Resources
 from cliprank.methods.budget import solve_rows
 from cliprank.methods.golden import Golden
@@ -115,7 +116,7 @@ def run_train_predictor(
     val_data, val_block = split_data(model, job, index, job.val_split, progress, dist)
     if val_block != block:
         raise CliprankError(f"train rankings are for block {block} but validation rankings for block {val_block}")
-    checkpoint = job.out.with_name(job.out.name + ".ckpt")
+    checkpoint = checkpoint_path(job.out)
     module, history = train(model, train_data, val_data, job.settings, checkpoint, progress, dist)
     keep = train_data.kept / model.arch.patches
     accuracy = None

@@ -17,7 +17,7 @@ from typing import Any
 from cliprank.cost.analytic import Schedule
 from cliprank.cost.counting import CostReport
 from cliprank.io import atomic_write_json, atomic_write_text
-from cliprank.report.schema import json_ready
+from cliprank.report.schema import display_name, json_ready
 from cliprank.speed import Memory, Timing
 
 SCHEMA_VERSION = "cliprank.profile/1"
@@ -51,7 +51,7 @@ class ProfileRow:
     @property
     def title(self) -> str:
         """The spec, and the method's label when it has one (e.g. "topk (CLS-free score)")."""
-        return f"{self.spec} ({self.label})" if self.label and self.label not in self.spec else self.spec
+        return display_name(self.spec, self.label)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cliprank.errors import CliprankError
+from cliprank.io import atomic_write_text
 from cliprank.report.bits import unpack_bits
 
 SCHEMA_VERSION = "cliprank.report/2"
@@ -58,6 +59,12 @@ class RankingAgreement:
     kendall_tau: float
     top_k_overlap: float
     k: int
+
+
+def display_name(spec: str, label: str) -> str:
+    """A method as a reader should see it, in every table and figure: `golden (oracle)`, `tome`,
+    `topk (CLS-free score)` — the spec, with the method's label when the spec does not already say it."""
+    return f"{spec} ({label})" if label and label not in spec else spec
 
 
 @dataclass
@@ -109,10 +116,7 @@ class Record:
 
     @property
     def display_name(self) -> str:
-        """The method as a reader should see it: `golden (oracle)`, `tome`, `tome+tokens`."""
-        if self.method_label and self.method_label not in self.method_spec:
-            return f"{self.method_spec} ({self.method_label})"
-        return self.method_spec
+        return display_name(self.method_spec, self.method_label)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key}
@@ -460,8 +464,6 @@ def dumps_report(report: Report) -> str:
 
 def save_report(report: Report, path: Path) -> None:
     """Write atomically: readers and resumed runs see the previous complete file or the new one."""
-    from cliprank.io import atomic_write_text  # imports torch; `compare` only reads reports
-
     atomic_write_text(Path(path), dumps_report(report))
 
 

@@ -76,10 +76,6 @@ class PairedTest:
     def significant(self) -> bool:
         return self.p_value < ALPHA
 
-    @property
-    def points(self) -> float:
-        return 100.0 * self.delta
-
 
 def discordant(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
     """(images only A gets right, images only B gets right)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from cliprank.errors import CliprankError
+from cliprank.io import atomic_write_text
 from cliprank.report.figures import patch_maps_file
 from cliprank.report.markdown import render_markdown
 from cliprank.report.schema import (
@@ -134,7 +135,6 @@ class ReportWriter:
 
     def finalize(self) -> list[Path]:
         """Write report.json, report.md and the accuracy-vs-GMACs plot; return the paths written."""
-        from cliprank.io import atomic_write_text  # imports torch; `compare` only reads reports
         from cliprank.report.plot import save_plot  # matplotlib is slow to import; only needed here
 
         with self._locked():

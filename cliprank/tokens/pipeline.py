@@ -11,6 +11,7 @@ import torch
 from cliprank.data import load_dataset
 from cliprank.distributed import Distributed
 from cliprank.errors import CliprankError
+from cliprank.io import checkpoint_path
 from cliprank.methods.base import Method, Resources
 from cliprank.methods.budget import solve
 from cliprank.methods.registry import method_class
@@ -117,7 +118,7 @@ def run_add_tokens(
 
     train_splits, val_splits = splits(job.train_split), splits(job.val_split)
     tokens.start_from(sample_patch_tokens(train_splits, seed=job.settings.seed), seed=job.settings.seed)
-    checkpoint = job.out.with_name(job.out.name + ".ckpt")
+    checkpoint = checkpoint_path(job.out)
     tokens.train()
     history = train_tokens(model, method, tokens, train_splits, val_splits, job.settings, checkpoint, progress, dist)
     tokens.eval()

@@ -23,6 +23,7 @@ from cliprank.methods.base import Method, Resources
 from cliprank.methods.registry import method_class
 from cliprank.models.loading import LoadedModel
 from cliprank.ranking_agreement import kendall_tau_b
+from cliprank.report.schema import display_name
 from cliprank.visualize.survival import PatchMap, patch_maps
 from cliprank.zeroshot import logits
 
@@ -38,8 +39,7 @@ class Row:
     @classmethod
     def of(cls, spec: str, method: Method, classifier: torch.Tensor) -> Row:
         """A row named as reports name it: the spec, with the method's label ("oracle", "CLS-free score")."""
-        label = method.label
-        return cls(f"{spec} ({label})" if label and label not in spec else spec, method, classifier)
+        return cls(display_name(spec, method.label), method, classifier)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from cliprank.data.meta import image_hashes
+from cliprank.data.meta import batch_meta
 from cliprank.models.loading import LoadedModel
 from cliprank.search.store import RankingLookup
 from cliprank.visualize.capture import ImageView, Row, capture
@@ -30,11 +30,9 @@ def batch_views(
     meta: dict[str, Any] = {}
     scores = None
     if batch.indices is not None:
-        index = torch.as_tensor(batch.indices)
-        hashes = image_hashes(batch.images)
-        meta = {"dataset": dataset.name, "split": split, "index": index, "image_hash": hashes}
+        meta = batch_meta(dataset.name, split, batch.images, batch.indices, hashes=True)
         if golden is not None and all(int(i) in golden.row_of for i in batch.indices):
-            scores = golden.patch_scores(index, hashes).numpy()
+            scores = golden.patch_scores(meta["index"], meta["image_hash"]).numpy()
     return capture(
         model,
         batch.images,
